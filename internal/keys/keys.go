@@ -1,0 +1,169 @@
+// Package keys names every Redis key and channel the library uses.
+//
+// All key strings are built here so that the layout is documented in one
+// place and every structure that a Lua script touches together shares a
+// Redis Cluster hash tag.
+//
+// Layout (Redis type in brackets):
+//
+//	<prefix>|<suffix>:<key>            [STRING] plain lock key holding the caller's value
+//	                                   (same layout as the Python redis-allocator)
+//	<same slot as lock key>|fence      [STRING] fencing counter of one lock key (INCR)
+//	<lock key>|released                [channel] published when an owner releases the key
+//	{<prefix>|<suffix>}|pool           [SET]    members of a lock pool
+//	{<prefix>|<suffix>}:<key>          [STRING] lock key of a pool member
+package keys
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+)
+
+// MaxKeyLen is the largest caller-supplied key, in bytes.
+const MaxKeyLen = 1024
+
+// Problem says what is wrong with a caller-supplied key, or returns "" when
+// the key can be used: it must be non-empty and at most MaxKeyLen bytes.
+// Callers wrap the text in their own sentinel error.
+func Problem(key string) string {
+	switch {
+	case key == "":
+		return "empty key"
+	case len(key) > MaxKeyLen:
+		return fmt.Sprintf("key of %d bytes, limit is %d", len(key), MaxKeyLen)
+	}
+	return ""
+}
+
+// NamespaceProblem says what is wrong with a namespace, or returns "".
+// When tagged is true the namespace is wrapped in a hash tag, so braces are
+// refused as well.
+func NamespaceProblem(prefix, suffix string, tagged bool) string {
+	switch {
+	case prefix == "":
+		return "empty prefix"
+	case len(prefix)+len(suffix) > MaxKeyLen:
+		return fmt.Sprintf("prefix and suffix longer than %d bytes", MaxKeyLen)
+	case tagged && strings.ContainsAny(prefix+suffix, "{}"):
+		return fmt.Sprintf("prefix %q or suffix %q contains a brace", prefix, suffix)
+	}
+	return ""
+}
+
+// Lock returns the plain lock key <prefix>|<suffix>:<key>.
+func Lock(prefix, suffix, key string) string {
+	return prefix + "|" + suffix + ":" + key
+}
+
+// Tag returns the hash tag shared by every key of a tagged namespace.
+func Tag(prefix, suffix string) string {
+	return "{" + prefix + "|" + suffix + "}"
+}
+
+// PoolLock returns the lock key of a pool member: {<prefix>|<suffix>}:<key>.
+func PoolLock(prefix, suffix, key string) string {
+	return Tag(prefix, suffix) + ":" + key
+}
+
+// PoolSet returns the set holding the members of a lock pool.
+func PoolSet(prefix, suffix string) string {
+	return Tag(prefix, suffix) + "|pool"
+}
+
+// Fence returns the fencing counter of lockKey. It lives in the same Redis
+// Cluster slot as lockKey, so one script can update both.
+func Fence(lockKey string) string {
+	return Companion(lockKey, "|fence")
+}
+
+// Released returns the pub/sub channel announcing that lockKey was released.
+func Released(lockKey string) string {
+	return lockKey + "|released"
+}
+
+// Companion returns a key ending in suffix that hashes to the same Redis
+// Cluster slot as key.
+//
+// When key carries a hash tag, appending keeps the tag. Otherwise the whole
+// key becomes the tag, which works whenever key has no '}'. For the remaining
+// keys a short tag with the same slot is looked up.
+func Companion(key, suffix string) string {
+	if _, ok := hashTag(key); ok {
+		return key + suffix
+	}
+	if !strings.Contains(key, "}") {
+		return "{" + key + "}" + suffix
+	}
+	return "{" + tagForSlot(Slot(key)) + "}" + key + suffix
+}
+
+// hashTag returns the hash tag of key as Redis Cluster computes it.
+func hashTag(key string) (string, bool) {
+	i := strings.IndexByte(key, '{')
+	if i < 0 {
+		return "", false
+	}
+	j := strings.IndexByte(key[i+1:], '}')
+	if j <= 0 {
+		return "", false
+	}
+	return key[i+1 : i+1+j], true
+}
+
+// Slot returns the Redis Cluster hash slot of key.
+func Slot(key string) int {
+	if tag, ok := hashTag(key); ok {
+		key = tag
+	}
+	return int(crc16(key) % 16384)
+}
+
+// crc16 is CRC-16/XMODEM (polynomial 0x1021), the checksum Redis Cluster uses.
+func crc16(s string) uint16 {
+	var crc uint16
+	for i := 0; i < len(s); i++ {
+		crc ^= uint16(s[i]) << 8
+		for b := 0; b < 8; b++ {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc
+}
+
+var (
+	slotTagsOnce sync.Once
+	slotTags     []string
+)
+
+// tagForSlot returns a short brace-free string whose slot is slot. The table
+// is built once, on first use, and never changes afterwards.
+func tagForSlot(slot int) string {
+	slotTagsOnce.Do(func() {
+		tags := make([]string, 16384)
+		left := len(tags)
+		const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
+		for n := 0; left > 0; n++ {
+			var b [8]byte
+			i := len(b)
+			for v := n; ; v /= len(alphabet) {
+				i--
+				b[i] = alphabet[v%len(alphabet)]
+				if v < len(alphabet) {
+					break
+				}
+			}
+			s := string(b[i:])
+			if sl := int(crc16(s) % 16384); tags[sl] == "" {
+				tags[sl] = s
+				left--
+			}
+		}
+		slotTags = tags
+	})
+	return slotTags[slot]
+}
