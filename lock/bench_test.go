@@ -1,0 +1,111 @@
+package lock_test
+
+import (
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redisallocator/redisallocator/internal/redistest"
+	"github.com/redisallocator/redisallocator/lock"
+)
+
+// Each benchmark iteration takes and releases one lock on its own key, so
+// the figures measure the library and Redis, not contention on one key.
+// Goroutines: 1 runs the loop serially; 50 uses b.RunParallel with
+// SetParallelism so that 50 goroutines share the client.
+
+func benchLocker(b *testing.B) *lock.Lock {
+	b.Helper()
+	c := redistest.Client(b)
+	l, err := lock.New(c, redistest.Namespace(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return l
+}
+
+func runBench(b *testing.B, goroutines int, op func(key string) error) {
+	b.Helper()
+	var seq atomic.Int64
+	b.ReportAllocs()
+	if goroutines == 1 {
+		for i := 0; b.Loop(); i++ {
+			if err := op("k" + strconv.Itoa(i%1024)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return
+	}
+	b.SetParallelism((goroutines + runtimeProcs() - 1) / runtimeProcs())
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := op("k" + strconv.FormatInt(seq.Add(1)%4096, 10)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+func BenchmarkLockUnlock(b *testing.B) {
+	for _, g := range []int{1, 50} {
+		b.Run("goroutines="+strconv.Itoa(g), func(b *testing.B) {
+			ctx, l := b.Context(), benchLocker(b)
+			runBench(b, g, func(key string) error {
+				if _, err := l.Lock(ctx, key, "v", time.Minute); err != nil {
+					return err
+				}
+				_, err := l.Unlock(ctx, key)
+				return err
+			})
+		})
+	}
+}
+
+func BenchmarkAcquireRelease(b *testing.B) {
+	for _, g := range []int{1, 50} {
+		b.Run("goroutines="+strconv.Itoa(g), func(b *testing.B) {
+			ctx, l := b.Context(), benchLocker(b)
+			runBench(b, g, func(key string) error {
+				h, err := l.TryAcquire(ctx, key, time.Minute)
+				if err != nil {
+					return err
+				}
+				return h.Release(ctx)
+			})
+		})
+	}
+}
+
+func BenchmarkMemoryAcquireRelease(b *testing.B) {
+	for _, g := range []int{1, 50} {
+		b.Run("goroutines="+strconv.Itoa(g), func(b *testing.B) {
+			ctx, l := b.Context(), lock.NewMemory()
+			runBench(b, g, func(key string) error {
+				h, err := l.TryAcquire(ctx, key, time.Minute)
+				if err != nil {
+					return err
+				}
+				return h.Release(ctx)
+			})
+		})
+	}
+}
+
+// BenchmarkNoopScript is the floor: one EVALSHA of a script that does
+// nothing, over the same client.
+func BenchmarkNoopScript(b *testing.B) {
+	for _, g := range []int{1, 50} {
+		b.Run("goroutines="+strconv.Itoa(g), func(b *testing.B) {
+			ctx, c := b.Context(), redistest.Client(b)
+			s := redis.NewScript("return 1")
+			runBench(b, g, func(key string) error {
+				return s.Run(ctx, c, []string{key}).Err()
+			})
+		})
+	}
+}

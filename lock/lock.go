@@ -1,0 +1,168 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redisallocator/redisallocator/internal/keys"
+	"github.com/redisallocator/redisallocator/internal/script"
+)
+
+// Lock is a namespace of lock keys on Redis. A key k lives at
+// <prefix>|<suffix>:k and holds the caller's value, as in the Python
+// redis-allocator, so both can lock the same keys.
+//
+// Every operation is one round trip. A Lock is safe for concurrent use.
+type Lock struct {
+	core
+	prefix, suffix string
+}
+
+var _ Locker = (*Lock)(nil)
+
+// New returns the lock namespace prefix (suffix DefaultSuffix unless
+// WithSuffix is given) on client, which may be a plain, failover or cluster
+// client. It returns ErrInvalidKey for an empty or oversized prefix.
+func New(client redis.UniversalClient, prefix string, opts ...Option) (*Lock, error) {
+	c, err := newConfig(DefaultSuffix, opts)
+	if err != nil {
+		return nil, err
+	}
+	if p := keys.NamespaceProblem(prefix, c.suffix, false); p != "" {
+		return nil, fmt.Errorf("%w: %s", ErrInvalidKey, p)
+	}
+	b := &redisBackend{c: client, key: func(k string) string { return keys.Lock(prefix, c.suffix, k) }}
+	return &Lock{core: core{b: b, eps: c.eps}, prefix: prefix, suffix: c.suffix}, nil
+}
+
+// Key returns the Redis key that holds the lock key (for inspection with
+// other tools).
+func (l *Lock) Key(key string) string { return keys.Lock(l.prefix, l.suffix, key) }
+
+// redisBackend implements backend on Redis. key maps a caller's key to its
+// Redis key.
+type redisBackend struct {
+	c   redis.UniversalClient
+	key func(string) string
+}
+
+func (r *redisBackend) lock(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
+	return r.c.SetNX(ctx, r.key(key), value, max(ttl, 0)).Result()
+}
+
+func (r *redisBackend) rlock(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
+	ms, _ := ttlMillis(ttl)
+	n, err := runInt(ctx, r.c, rlockScript, []string{r.key(key)}, value, ms)
+	return n == 1, err
+}
+
+func (r *redisBackend) update(ctx context.Context, key, value string, ttl time.Duration) error {
+	return r.c.Set(ctx, r.key(key), value, max(ttl, 0)).Err()
+}
+
+func (r *redisBackend) unlock(ctx context.Context, key string) (bool, error) {
+	n, err := r.c.Del(ctx, r.key(key)).Result()
+	return n > 0, err
+}
+
+func (r *redisBackend) exists(ctx context.Context, key string) (bool, error) {
+	n, err := r.c.Exists(ctx, r.key(key)).Result()
+	return n > 0, err
+}
+
+func (r *redisBackend) value(ctx context.Context, key string) (string, bool, error) {
+	v, err := r.c.Get(ctx, r.key(key)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", false, nil
+	}
+	return v, err == nil, err
+}
+
+func (r *redisBackend) pttl(ctx context.Context, key string) (time.Duration, error) {
+	return r.c.PTTL(ctx, r.key(key)).Result()
+}
+
+func (r *redisBackend) cond(ctx context.Context, key string, op Op, compare, eps float64, del bool, value string, ttl time.Duration) (int, error) {
+	mode := "set"
+	if del {
+		mode = "del"
+	}
+	ms, _ := ttlMillis(ttl)
+	n, err := runInt(ctx, r.c, condScript, []string{r.key(key)}, op.String(), formatFloat(compare), formatFloat(eps), mode, value, ms)
+	return int(n), err
+}
+
+func (r *redisBackend) acquire(ctx context.Context, key, token string, ttl time.Duration) (int64, time.Duration, bool, error) {
+	k := r.key(key)
+	ms, _ := ttlMillis(ttl)
+	v, err := acquireScript.Run(ctx, r.c, []string{k, keys.Fence(k)}, token, ms).Result()
+	if err != nil {
+		return 0, 0, false, err
+	}
+	res, err := script.Ints(v, 2)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	if res[0] == 1 {
+		return res[1], 0, true, nil
+	}
+	remaining := time.Duration(res[1]) * time.Millisecond
+	if res[1] < 0 {
+		remaining = -1
+	}
+	return 0, remaining, false, nil
+}
+
+func (r *redisBackend) refresh(ctx context.Context, key, token string, ttl time.Duration) (bool, error) {
+	ms, _ := ttlMillis(ttl)
+	n, err := runInt(ctx, r.c, refreshScript, []string{r.key(key)}, token, ms)
+	return n == 1, err
+}
+
+func (r *redisBackend) release(ctx context.Context, key, token string) (bool, error) {
+	k := r.key(key)
+	n, err := runInt(ctx, r.c, releaseScript, []string{k}, token, keys.Released(k))
+	return n == 1, err
+}
+
+func (r *redisBackend) subscribe(ctx context.Context, key string) (waiter, error) {
+	ps := r.c.Subscribe(ctx, keys.Released(r.key(key)))
+	if _, err := ps.Receive(ctx); err != nil { // wait for the confirmation
+		_ = ps.Close()
+		return nil, err
+	}
+	return &redisWaiter{ps: ps, ch: ps.Channel()}, nil
+}
+
+// redisWaiter waits for messages on a release channel.
+type redisWaiter struct {
+	ps *redis.PubSub
+	ch <-chan *redis.Message
+}
+
+func (w *redisWaiter) wait(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-w.ch:
+	case <-t.C:
+	}
+	return nil
+}
+
+func (w *redisWaiter) close() error { return w.ps.Close() }
+
+// runInt runs s and decodes an integer reply.
+func runInt(ctx context.Context, c redis.Scripter, s *script.Script, keys []string, args ...any) (int64, error) {
+	v, err := s.Run(ctx, c, keys, args...).Result()
+	if err != nil {
+		return 0, err
+	}
+	return script.Int64(v)
+}

@@ -1,0 +1,130 @@
+package lock
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// DefaultSuffix is the suffix of a Lock namespace when WithSuffix is not
+// given; DefaultPoolSuffix is the suffix of a Pool. Both match the Python
+// redis-allocator.
+const (
+	DefaultSuffix     = "lock"
+	DefaultPoolSuffix = "lock-pool"
+)
+
+// DefaultEpsilon is the tolerance of the ≥, ≤, == and != comparisons of
+// SetIf and DeleteIf.
+const DefaultEpsilon = 1e-6
+
+// Option configures New, NewPool and NewMemory.
+type Option func(*config)
+
+type config struct {
+	suffix    string
+	suffixSet bool
+	eps       float64
+}
+
+// WithSuffix sets the namespace suffix: keys are <prefix>|<suffix>:<key>.
+// The default is DefaultSuffix for New and DefaultPoolSuffix for NewPool.
+// It has no effect on the in-memory twin.
+func WithSuffix(suffix string) Option {
+	return func(c *config) { c.suffix, c.suffixSet = suffix, true }
+}
+
+// WithEpsilon sets the tolerance of the ≥, ≤, == and != comparisons of
+// SetIf and DeleteIf. The default is DefaultEpsilon; it must be ≥ 0.
+func WithEpsilon(eps float64) Option {
+	return func(c *config) { c.eps = eps }
+}
+
+func newConfig(defaultSuffix string, opts []Option) (config, error) {
+	c := config{suffix: defaultSuffix, eps: DefaultEpsilon}
+	for _, o := range opts {
+		o(&c)
+	}
+	if c.eps < 0 || math.IsNaN(c.eps) || math.IsInf(c.eps, 0) {
+		return c, fmt.Errorf("%w: epsilon %v", ErrInvalidArgument, c.eps)
+	}
+	return c, nil
+}
+
+// AcquireOption configures TryAcquire and Acquire.
+type AcquireOption func(*acquireConfig)
+
+type acquireConfig struct {
+	retry     RetryStrategy
+	notify    bool
+	token     string
+	margin    time.Duration
+	marginSet bool
+}
+
+// WithRetry sets how Acquire waits between attempts. The default is
+// ExponentialBackoff(8*time.Millisecond, 512*time.Millisecond). TryAcquire
+// ignores it and never retries.
+func WithRetry(s RetryStrategy) AcquireOption {
+	return func(c *acquireConfig) { c.retry = s }
+}
+
+// WithReleaseNotify makes Acquire subscribe to the key's release
+// notification after its first failed attempt and retry as soon as the
+// holder releases the lock, instead of sleeping out the whole retry delay.
+// The retry strategy (and the holder's remaining TTL, whichever is shorter)
+// still bounds every wait, so a forced Unlock, which sends no notification,
+// or an expiry is noticed too. The subscription costs one extra connection
+// while Acquire waits.
+func WithReleaseNotify() AcquireOption {
+	return func(c *acquireConfig) { c.notify = true }
+}
+
+// WithToken sets the owner token instead of a random one. Acquiring with the
+// token that already owns the key succeeds, resets the TTL and issues a new
+// fencing token. Tokens must be unique per owner: two owners with the same
+// token both believe they hold the lock.
+func WithToken(token string) AcquireOption {
+	return func(c *acquireConfig) { c.token = token }
+}
+
+// WithSafetyMargin sets how long before the server-side expiry the handle
+// considers the lock lost when no renewal was confirmed (see Held.Lost).
+// The default is a tenth of the TTL. It must be ≥ 0 and shorter than the TTL.
+func WithSafetyMargin(d time.Duration) AcquireOption {
+	return func(c *acquireConfig) { c.margin, c.marginSet = d, true }
+}
+
+func newAcquireConfig(ttl time.Duration, opts []AcquireOption) (acquireConfig, error) {
+	c := acquireConfig{retry: ExponentialBackoff(8*time.Millisecond, 512*time.Millisecond)}
+	for _, o := range opts {
+		o(&c)
+	}
+	if c.retry == nil {
+		c.retry = NoRetry()
+	}
+	if v, ok := c.retry.(interface{ validate() error }); ok {
+		if err := v.validate(); err != nil {
+			return c, err
+		}
+	}
+	if c.marginSet && (c.margin < 0 || (ttl > 0 && c.margin >= ttl)) {
+		return c, fmt.Errorf("%w: safety margin %v for TTL %v", ErrInvalidArgument, c.margin, ttl)
+	}
+	if c.token != "" && len(c.token) > 1024 {
+		return c, fmt.Errorf("%w: token longer than 1024 bytes", ErrInvalidArgument)
+	}
+	return c, nil
+}
+
+// ttlMillis converts a TTL to the milliseconds the scripts expect: 0 for no
+// expiry (ttl ≤ 0), an error for a positive TTL below one millisecond.
+func ttlMillis(ttl time.Duration) (int64, error) {
+	switch {
+	case ttl <= 0:
+		return 0, nil
+	case ttl < time.Millisecond:
+		return 0, fmt.Errorf("%w: TTL %v is below one millisecond", ErrInvalidArgument, ttl)
+	}
+	return ttl.Milliseconds(), nil
+}

@@ -1,0 +1,129 @@
+package lock_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/redisallocator/redisallocator/internal/redistest"
+	"github.com/redisallocator/redisallocator/lock"
+)
+
+// TestRoundTrips counts the commands each operation sends: exactly one.
+func TestRoundTrips(t *testing.T) {
+	forEachRedis(t, func(t *testing.T, c redisClient) {
+		ctx := ctxT(t)
+		hook := &countHook{}
+		hc := newClientLike(t, c)
+		hc.AddHook(hook)
+		l := mustNew(t, hc, redistest.Namespace(t))
+		p := mustPool(t, hc, redistest.Namespace(t))
+		var h *lock.Held
+		ops := []struct {
+			name string
+			run  func() error
+		}{
+			{"Lock", func() error { _, err := l.Lock(ctx, "k", "v", time.Minute); return err }},
+			{"RLock", func() error { _, err := l.RLock(ctx, "k", "v", time.Minute); return err }},
+			{"IsLocked", func() error { _, err := l.IsLocked(ctx, "k"); return err }},
+			{"Value", func() error { _, _, err := l.Value(ctx, "k"); return err }},
+			{"Status", func() error { _, err := l.Status(ctx, "k", time.Minute); return err }},
+			{"Update", func() error { return l.Update(ctx, "k", "1", time.Minute) }},
+			{"SetIf", func() error { _, err := l.SetIf(ctx, "k", lock.GT, 2, 2, 0); return err }},
+			{"DeleteIf", func() error { _, err := l.DeleteIf(ctx, "k", lock.GT, 3); return err }},
+			{"Unlock", func() error { _, err := l.Unlock(ctx, "k"); return err }},
+			{"TryAcquire", func() (err error) { h, err = l.TryAcquire(ctx, "h", time.Minute); return err }},
+			{"Refresh", func() error { return h.Refresh(ctx, time.Minute) }},
+			{"Release", func() error { return h.Release(ctx) }},
+			{"Acquire (free key)", func() (err error) { h, err = l.Acquire(ctx, "h", time.Minute); return err }},
+			{"Release", func() error { return h.Release(ctx) }},
+			{"Pool.Extend", func() error { return p.Extend(ctx, "a", "b", "c") }},
+			{"Pool.Assign", func() error { return p.Assign(ctx, "a", "b") }},
+			{"Pool.Statuses", func() error { _, err := p.Statuses(ctx); return err }},
+			{"Pool.HealthCheck", func() error { _, _, err := p.HealthCheck(ctx); return err }},
+			{"Pool.Keys", func() error { _, err := p.Keys(ctx); return err }},
+		}
+		// The first pass loads the scripts into the cache of the node owning
+		// each key (EVALSHA, then EVAL on NOSCRIPT); the second pass counts.
+		for pass := range 2 {
+			for _, op := range ops {
+				before := hook.n.Load()
+				if err := op.run(); err != nil {
+					t.Fatalf("pass %d: %s: %v", pass, op.name, err)
+				}
+				if n := hook.n.Load() - before; pass == 1 && n != 1 {
+					t.Errorf("%s: %d round trips, want 1", op.name, n)
+				}
+			}
+		}
+	})
+}
+
+// TestSeedKeyLayout checks that a lock is stored where the Python
+// redis-allocator looks for it: <prefix>|<suffix>:<key> holding the value.
+func TestSeedKeyLayout(t *testing.T) {
+	forEachRedis(t, func(t *testing.T, c redisClient) {
+		ctx, ns := ctxT(t), redistest.Namespace(t)
+		l := mustNew(t, c, ns)
+		if _, err := l.Lock(ctx, "job-7", "worker-a", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := c.Get(ctx, ns+"|lock:job-7").Result(); err != nil || v != "worker-a" {
+			t.Fatalf("raw GET = %q, %v", v, err)
+		}
+		if got := l.Key("job-7"); got != ns+"|lock:job-7" {
+			t.Fatalf("Key = %q", got)
+		}
+		// A lock written by another client in the seed layout is seen.
+		if err := c.Set(ctx, ns+"|custom:job-8", "py", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		custom := mustNew(t, c, ns, lock.WithSuffix("custom"))
+		if v, ok, err := custom.Value(ctx, "job-8"); err != nil || !ok || v != "py" {
+			t.Fatalf("Value of a seed-written key = %q, %v, %v", v, ok, err)
+		}
+	})
+}
+
+// TestScriptCacheFlushed checks the EVAL fallback after SCRIPT FLUSH.
+func TestScriptCacheFlushed(t *testing.T) {
+	srv := redistest.Server(t)
+	c := srv.Client(t)
+	ctx := ctxT(t)
+	l := mustNew(t, c, "flush")
+	h, err := l.TryAcquire(ctx, "k", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Release(ctx); err != nil {
+		t.Fatalf("Release after SCRIPT FLUSH: %v", err)
+	}
+}
+
+// TestRedisDown checks that errors from Redis surface as errors, not as
+// "not obtained" or "not held".
+func TestRedisDown(t *testing.T) {
+	srv := redistest.Server(t)
+	c := srv.Client(t)
+	ctx := ctxT(t)
+	l := mustNew(t, c, "down")
+	h, err := l.TryAcquire(ctx, "k", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.TryAcquire(ctx, "k2", time.Minute); err == nil || errors.Is(err, lock.ErrNotObtained) {
+		t.Fatalf("TryAcquire with Redis down: %v", err)
+	}
+	if err := h.Refresh(ctx, time.Minute); err == nil || errors.Is(err, lock.ErrNotHeld) {
+		t.Fatalf("Refresh with Redis down: %v", err)
+	}
+	if _, err := l.Lock(ctx, "k3", "v", time.Minute); err == nil {
+		t.Fatal("Lock with Redis down succeeded")
+	}
+}
