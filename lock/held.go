@@ -247,7 +247,7 @@ func (h *Held) Release(ctx context.Context) error {
 //
 // KeepAlive returns ErrInvalidArgument for a lock without expiry and
 // ErrNotHeld when the handle is already lost. Calling it again while it
-// runs does nothing.
+// runs does nothing; after its ctx ended, it starts renewing again.
 func (h *Held) KeepAlive(ctx context.Context) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -257,7 +257,7 @@ func (h *Held) KeepAlive(ctx context.Context) error {
 		return fmt.Errorf("%w: key %q: %w", ErrNotHeld, h.key, h.err)
 	case h.ttl <= 0:
 		return fmt.Errorf("%w: key %q has no TTL to keep alive", ErrInvalidArgument, h.key)
-	case h.kaDone != nil:
+	case h.kaDone != nil && !isClosed(h.kaDone):
 		return nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -378,6 +378,16 @@ func acquire(ctx context.Context, b heldBackend, key string, ttl time.Duration, 
 		if err != nil {
 			return nil, fmt.Errorf("%w: key %q: %w", ErrNotObtained, key, err)
 		}
+	}
+}
+
+// isClosed reports whether ch is closed, without blocking.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -336,3 +336,33 @@ func TestLostBeforeServerExpiry(t *testing.T) {
 		}
 	})
 }
+
+func TestKeepAliveRestartsAfterCtx(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg target) {
+		ctx, l := ctxT(t), tg.newLocker(t)
+		const ttl = 300 * time.Millisecond
+		h, err := l.TryAcquire(ctx, "k", ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, cancel := context.WithCancel(ctx)
+		if err := h.KeepAlive(first); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		time.Sleep(ttl / 6)
+		if err := h.KeepAlive(ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * ttl)
+		if err := h.Err(); err != nil {
+			t.Fatalf("lock lost although renewal was restarted: %v", err)
+		}
+		if v, _, _ := l.Value(ctx, "k"); v != h.Token() {
+			t.Fatalf("key holds %q", v)
+		}
+		if err := h.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
