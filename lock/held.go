@@ -162,6 +162,15 @@ func (h *Held) finishLocked(err error) {
 	}
 }
 
+// doneErrLocked is the error of an operation on an ended handle: it wraps
+// ErrNotHeld. Caller holds mu.
+func (h *Held) doneErrLocked() error {
+	if errors.Is(h.err, ErrNotHeld) {
+		return h.err
+	}
+	return fmt.Errorf("%w: key %q: %w", ErrNotHeld, h.key, h.err)
+}
+
 func (h *Held) finish(err error) {
 	h.mu.Lock()
 	h.finishLocked(err)
@@ -179,9 +188,9 @@ func (h *Held) Refresh(ctx context.Context, ttl time.Duration) error {
 	h.mu.Lock()
 	h.checkLocked(time.Now())
 	if h.done {
-		err := h.err
+		err := h.doneErrLocked()
 		h.mu.Unlock()
-		return fmt.Errorf("%w: key %q: %w", ErrNotHeld, h.key, err)
+		return err
 	}
 	h.mu.Unlock()
 
@@ -198,7 +207,7 @@ func (h *Held) Refresh(ctx context.Context, ttl time.Duration) error {
 		return err
 	}
 	if h.done { // the validity ran out while the request was under way
-		return fmt.Errorf("%w: key %q: %w", ErrNotHeld, h.key, h.err)
+		return h.doneErrLocked()
 	}
 	h.ttl = ttl
 	h.validTo = h.validity(sent, ttl)
@@ -254,7 +263,7 @@ func (h *Held) KeepAlive(ctx context.Context) error {
 	h.checkLocked(time.Now())
 	switch {
 	case h.done:
-		return fmt.Errorf("%w: key %q: %w", ErrNotHeld, h.key, h.err)
+		return h.doneErrLocked()
 	case h.ttl <= 0:
 		return fmt.Errorf("%w: key %q has no TTL to keep alive", ErrInvalidArgument, h.key)
 	case h.kaDone != nil && !isClosed(h.kaDone):

@@ -366,3 +366,31 @@ func TestKeepAliveRestartsAfterCtx(t *testing.T) {
 		}
 	})
 }
+
+func TestReleaseToken(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg target) {
+		ctx, l := ctxT(t), tg.newLocker(t)
+		h, err := l.TryAcquire(ctx, "k", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.ReleaseToken(ctx, "k", "not-the-token"); !errors.Is(err, lock.ErrNotHeld) {
+			t.Fatalf("ReleaseToken with a wrong token: %v", err)
+		}
+		if ok, _ := l.IsLocked(ctx, "k"); !ok {
+			t.Fatal("a wrong token released the key")
+		}
+		if err := l.ReleaseToken(ctx, "k", ""); !errors.Is(err, lock.ErrInvalidArgument) {
+			t.Fatalf("ReleaseToken with no token: %v", err)
+		}
+		if err := l.ReleaseToken(ctx, "k", h.Token()); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := l.IsLocked(ctx, "k"); ok {
+			t.Fatal("key still locked")
+		}
+		if err := l.ReleaseToken(ctx, "k", h.Token()); !errors.Is(err, lock.ErrNotHeld) {
+			t.Fatalf("second ReleaseToken: %v", err)
+		}
+	})
+}

@@ -37,6 +37,8 @@ type Locker interface {
 	// Acquire tries to own key until it succeeds, the retry strategy gives
 	// up or ctx ends.
 	Acquire(ctx context.Context, key string, ttl time.Duration, opts ...AcquireOption) (*Held, error)
+	// ReleaseToken releases key if token still owns it.
+	ReleaseToken(ctx context.Context, key, token string) error
 }
 
 // Status is the state of a lock key as Status reports it.
@@ -325,6 +327,28 @@ func (c *core) TryAcquire(ctx context.Context, key string, ttl time.Duration, op
 // soon as the holder releases the key. A Redis error ends it at once.
 func (c *core) Acquire(ctx context.Context, key string, ttl time.Duration, opts ...AcquireOption) (*Held, error) {
 	return acquire(ctx, c.b, key, ttl, opts, true)
+}
+
+// ReleaseToken releases key if token (Held.Token of an owner handle, or a
+// token given WithToken) still owns it, exactly as Held.Release does, for a
+// process that kept the token but not the handle — after a restart, or from
+// the command line. It returns an error wrapping ErrNotHeld when the token
+// does not own the key. One round trip.
+func (c *core) ReleaseToken(ctx context.Context, key, token string) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if token == "" {
+		return fmt.Errorf("%w: empty token", ErrInvalidArgument)
+	}
+	ok, err := c.b.release(ctx, key, token)
+	if err != nil {
+		return fmt.Errorf("lock: release %q: %w", key, err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: key %q: not owned by the token", ErrNotHeld, key)
+	}
+	return nil
 }
 
 // wrapErr adds the operation and key to a backend error.

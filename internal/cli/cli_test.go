@@ -1,0 +1,277 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+)
+
+// result is the outcome of one Run.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// run calls Run with args and returns its exit code and output.
+func run(t *testing.T, ctx context.Context, args ...string) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Run(ctx, args, &out, &errb)
+	return result{code: code, stdout: out.String(), stderr: errb.String()}
+}
+
+// mustContain fails the test when s lacks any of subs.
+func mustContain(t *testing.T, what, s string, subs ...string) {
+	t.Helper()
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			t.Errorf("%s lacks %q; got:\n%s", what, sub, s)
+		}
+	}
+}
+
+// serverURL starts a private miniredis that expires keys as real time
+// passes, like Redis, and returns its URL: Run calls without --redis-url
+// would each start a new, empty one.
+func serverURL(t *testing.T) string {
+	t.Helper()
+	m := miniredis.RunT(t)
+	m.ClockTTL(true)
+	return "redis://" + m.Addr()
+}
+
+func TestDemoQuick(t *testing.T) {
+	t.Parallel()
+	r := run(t, t.Context(), "demo", "--quick")
+	if r.code != ExitOK {
+		t.Fatalf("demo --quick: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	mustContain(t, "stdout", r.stdout,
+		"worker-1 got the lock (fence ",
+		"mutual exclusion held: 24/24 increments, fences 1..24 strictly increasing",
+		"Refresh -> ErrNotHeld",
+		"Release -> ErrNotHeld",
+		"-> accepted",
+		"-> rejected: stale fence 1",
+		"still held",
+		"Lost() fired",
+		"Err() -> ErrNotHeld",
+		"Summary",
+	)
+	mustContain(t, "stderr", r.stderr, "no --redis-url: using an embedded Redis-compatible server (miniredis) at 127.0.0.1:")
+}
+
+// TestDemoTwiceOnOneServer checks that a second run on the same server
+// cleans up after the first and reports the fences it really got.
+func TestDemoTwiceOnOneServer(t *testing.T) {
+	t.Parallel()
+	url := serverURL(t)
+	for i, want := range []string{"fences 1..24 ", "fences 25..48 "} {
+		r := run(t, t.Context(), "--redis-url", url, "demo", "--quick")
+		if r.code != ExitOK {
+			t.Fatalf("run %d: exit %d\nstdout:\n%s\nstderr:\n%s", i+1, r.code, r.stdout, r.stderr)
+		}
+		mustContain(t, "stdout", r.stdout, want)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"help"}, []string{"Commands:", "lock acquire KEY", "demo [--quick]", "e.g. redis-allocator demo", "--redis-url URL", "Exit status"}},
+		{[]string{"-h"}, []string{"Commands:"}},
+		{[]string{"--help"}, []string{"Commands:"}},
+		{[]string{"help", "lock"}, []string{"lock release KEY TOKEN", "lock unlock KEY"}},
+		{[]string{"lock", "help"}, []string{"lock status KEY"}},
+		{[]string{"help", "lock", "acquire"}, []string{"usage: redis-allocator lock acquire KEY", "--wait duration", "(default 30s)", "Example:"}},
+		{[]string{"lock", "acquire", "-h"}, []string{"usage: redis-allocator lock acquire KEY"}},
+		{[]string{"lock", "release", "--help"}, []string{"usage: redis-allocator lock release KEY TOKEN"}},
+		{[]string{"demo", "-h"}, []string{"usage: redis-allocator demo [--quick]", "--quick"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			t.Parallel()
+			r := run(t, t.Context(), tt.args...)
+			if r.code != ExitOK {
+				t.Fatalf("exit %d, want 0; stderr:\n%s", r.code, r.stderr)
+			}
+			mustContain(t, "stdout", r.stdout, tt.want...)
+			if strings.Contains(r.stderr, "miniredis") {
+				t.Errorf("help started a server; stderr:\n%s", r.stderr)
+			}
+		})
+	}
+}
+
+// TestUsageErrors covers command lines that fail before any connection.
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{nil, "no command given"},
+		{[]string{"frob"}, `unknown command "frob"`},
+		{[]string{"--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"lock"}, "lock: missing subcommand"},
+		{[]string{"lock", "frob"}, `lock: unknown subcommand "frob"`},
+		{[]string{"lock", "acquire"}, "lock acquire: missing KEY"},
+		{[]string{"lock", "acquire", "--ttl", "5s"}, "lock acquire: missing KEY"},
+		{[]string{"lock", "acquire", "k", "--bogus"}, "usage: redis-allocator lock acquire KEY"},
+		{[]string{"lock", "acquire", "k", "--ttl", "soon"}, `invalid value "soon" for flag -ttl`},
+		{[]string{"lock", "acquire", "k", "--ttl", "-1s"}, "--ttl must not be negative"},
+		{[]string{"lock", "acquire", "k", "--wait", "-1s"}, "--wait must not be negative"},
+		{[]string{"lock", "release", "k"}, "lock release: missing TOKEN"},
+		{[]string{"lock", "release"}, "lock release: missing KEY TOKEN"},
+		{[]string{"lock", "status", "a", "b"}, `lock status: unexpected argument "b"`},
+		{[]string{"lock", "set", "k"}, "lock set: missing VALUE"},
+		{[]string{"lock", "unlock"}, "lock unlock: missing KEY"},
+		{[]string{"demo", "extra"}, `demo: unexpected argument "extra"`},
+		{[]string{"help", "nope"}, `help: unknown command "nope"`},
+		{[]string{"--redis-url", "foo://x", "lock", "status", "k"}, "bad --redis-url"},
+		{[]string{"lock", "status", "k", "--redis-url", "redis://a:1", "--cluster", "b:2"}, "either --redis-url or --cluster"},
+		{[]string{"--cluster", " , ", "lock", "status", "k"}, "--cluster needs at least one host:port"},
+		{[]string{"--prefix", "", "lock", "status", "k"}, "--prefix must not be empty"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			t.Parallel()
+			r := run(t, t.Context(), tt.args...)
+			if r.code != ExitUsage {
+				t.Fatalf("exit %d, want %d; stdout:\n%s\nstderr:\n%s", r.code, ExitUsage, r.stdout, r.stderr)
+			}
+			mustContain(t, "stderr", r.stderr, tt.want)
+			if r.stdout != "" {
+				t.Errorf("usage error wrote to stdout:\n%s", r.stdout)
+			}
+		})
+	}
+}
+
+func TestInterrupted(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	r := run(t, ctx, "demo", "--quick")
+	if r.code != ExitFailure {
+		t.Fatalf("exit %d, want %d; stderr:\n%s", r.code, ExitFailure, r.stderr)
+	}
+	mustContain(t, "stderr", r.stderr, "interrupted")
+}
+
+// TestLockCommands drives the lock commands through one lock's life on a
+// shared server.
+func TestLockCommands(t *testing.T) {
+	t.Parallel()
+	url := serverURL(t)
+	ctx := t.Context()
+	lockCmd := func(args ...string) result {
+		t.Helper()
+		return run(t, ctx, append([]string{"--redis-url", url, "lock"}, args...)...)
+	}
+	expect := func(r result, code int, stdout ...string) {
+		t.Helper()
+		if r.code != code {
+			t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, code, r.stdout, r.stderr)
+		}
+		mustContain(t, "stdout", r.stdout, stdout...)
+	}
+
+	r := lockCmd("acquire", "k", "--ttl", "5s")
+	expect(r, ExitOK, `acquired "k" (ttl 5s)`, "token: ", "fence: 1")
+	token := field(r.stdout, "token:")
+	if token == "" {
+		t.Fatalf("no token in output:\n%s", r.stdout)
+	}
+
+	r = lockCmd("acquire", "k", "--wait", "0")
+	expect(r, ExitFailure)
+	mustContain(t, "stderr", r.stderr, "lock: not obtained", token)
+
+	start := time.Now()
+	expect(lockCmd("acquire", "k", "--wait", "150ms"), ExitFailure)
+	if waited := time.Since(start); waited < 150*time.Millisecond {
+		t.Errorf("acquire --wait 150ms gave up after %v", waited)
+	}
+
+	r = lockCmd("status", "k")
+	expect(r, ExitOK, "status: locked", "value:  "+token, "ttl:    ")
+	expect(lockCmd("status", "k", "--timeout", "1s"), ExitOK, "status: unavailable")
+
+	r = lockCmd("release", "k", "not-the-token")
+	expect(r, ExitFailure)
+	mustContain(t, "stderr", r.stderr, "held by another owner")
+	expect(lockCmd("release", "k", token), ExitOK, `released "k"`)
+	expect(lockCmd("status", "k"), ExitOK, "status: free")
+	expect(lockCmd("release", "k", token), ExitOK, "already free")
+
+	// A fresh acquisition gets the next fence; release used none.
+	expect(lockCmd("acquire", "k", "--wait", "0"), ExitOK, "fence: 2")
+	expect(lockCmd("unlock", "k"), ExitOK, `unlocked "k"`)
+	expect(lockCmd("unlock", "k"), ExitOK, "was not locked")
+
+	// The parity API: SET NX with the caller's value.
+	expect(lockCmd("set", "gpu", "job-1", "--ttl", "0"), ExitOK, "taken")
+	expect(lockCmd("set", "gpu", "job-2"), ExitFailure, `held by other: "job-1"`)
+	expect(lockCmd("status", "gpu"), ExitOK, "status: permanent", "value:  job-1", "no expiry")
+	expect(lockCmd("unlock", "gpu"), ExitOK, "unlocked")
+
+	// Global flags after the command name; the prefix separates namespaces.
+	expect(lockCmd("set", "p", "v", "--prefix", "other"), ExitOK, "taken")
+	expect(lockCmd("status", "p"), ExitOK, "status: free")
+	expect(lockCmd("status", "--prefix", "other", "p"), ExitOK, "status: locked", "(Redis key other|lock:p)")
+
+	// A lock with a short TTL expires on its own.
+	expect(lockCmd("acquire", "short", "--ttl", "50ms"), ExitOK)
+	time.Sleep(100 * time.Millisecond)
+	expect(lockCmd("status", "short"), ExitOK, "status: free")
+}
+
+// TestAcquireWaitsForRelease checks that a waiting acquire takes the lock
+// once its holder releases it.
+func TestAcquireWaitsForRelease(t *testing.T) {
+	t.Parallel()
+	url := serverURL(t)
+	ctx := t.Context()
+	r := run(t, ctx, "--redis-url", url, "lock", "acquire", "w", "--ttl", "1m")
+	token := field(r.stdout, "token:")
+	if r.code != ExitOK || token == "" {
+		t.Fatalf("acquire: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	done := make(chan result, 1)
+	go func() {
+		var out, errb bytes.Buffer
+		code := Run(ctx, []string{"--redis-url", url, "lock", "acquire", "w", "--wait", "10s"}, &out, &errb)
+		done <- result{code, out.String(), errb.String()}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if r := run(t, ctx, "--redis-url", url, "lock", "release", "w", token); r.code != ExitOK {
+		t.Fatalf("release: exit %d\n%s", r.code, r.stderr)
+	}
+	select {
+	case r := <-done:
+		if r.code != ExitOK {
+			t.Fatalf("waiting acquire: exit %d\n%s", r.code, r.stderr)
+		}
+		mustContain(t, "stdout", r.stdout, `acquired "w"`)
+	case <-time.After(5 * time.Second):
+		t.Fatal("waiting acquire did not return 5s after the release")
+	}
+}
+
+// field returns the text after the line prefix name in out.
+func field(out, name string) string {
+	for line := range strings.SplitSeq(out, "\n") {
+		if v, ok := strings.CutPrefix(line, name); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
