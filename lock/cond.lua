@@ -7,7 +7,7 @@
 -- ARGV[3]  epsilon for ge, le, eq and ne
 -- ARGV[4]  "del" to delete, "set" to set
 -- ARGV[5]  value to store when setting (a number, stored as sent)
--- ARGV[6]  TTL in milliseconds when setting; 0 means no expiry
+-- ARGV[6]  TTL in milliseconds when setting, as a decimal string; "0" means no expiry
 --
 -- A missing key counts as "condition holds".
 -- Returns 1 when the key was set or deleted, 0 when the condition failed,
@@ -43,9 +43,8 @@ if ARGV[4] == 'del' then
   redis.call('DEL', KEYS[1])
   return 1
 end
-local ttl = tonumber(ARGV[6])
-if ttl > 0 then
-  redis.call('SET', KEYS[1], ARGV[5], 'PX', ttl)
+if ARGV[6] ~= '0' then
+  redis.call('SET', KEYS[1], ARGV[5], 'PX', ARGV[6])
 else
   redis.call('SET', KEYS[1], ARGV[5])
 end

@@ -99,22 +99,18 @@ func (r *redisBackend) cond(ctx context.Context, key string, op Op, compare, eps
 func (r *redisBackend) acquire(ctx context.Context, key, token string, ttl time.Duration) (int64, time.Duration, bool, error) {
 	k := r.key(key)
 	ms, _ := ttlMillis(ttl)
-	v, err := acquireScript.Run(ctx, r.c, []string{k, keys.Fence(k)}, token, ms).Result()
-	if err != nil {
+	n, err := runInt(ctx, r.c, acquireScript, []string{k, keys.Fence(k)}, token, ms)
+	switch {
+	case err != nil:
 		return 0, 0, false, err
+	case n > 0:
+		return n, 0, true, nil
+	case n == -1:
+		return 0, -1, false, nil // held without expiry
+	case n < -1:
+		return 0, time.Duration(-n-2) * time.Millisecond, false, nil
 	}
-	res, err := script.Ints(v, 2)
-	if err != nil {
-		return 0, 0, false, err
-	}
-	if res[0] == 1 {
-		return res[1], 0, true, nil
-	}
-	remaining := time.Duration(res[1]) * time.Millisecond
-	if res[1] < 0 {
-		remaining = -1
-	}
-	return 0, remaining, false, nil
+	return 0, 0, false, fmt.Errorf("%w: acquire returned %d", script.ErrReply, n)
 }
 
 func (r *redisBackend) refresh(ctx context.Context, key, token string, ttl time.Duration) (bool, error) {
