@@ -10,9 +10,23 @@
 -- token already owned the key, its TTL is reset and a new fence issued.
 -- When another token owns the key, returns -(pttl + 2): -1 for a holder
 -- without expiry, else ≤ -2 with pttl = -reply - 2 milliseconds left.
+-- When the counter cannot be incremented (it was overwritten with a
+-- non-integer), the lock taken by this call is given back and the error
+-- returned, so a failed call leaves no lock behind.
 --
 -- The reply is one integer, not an array: an array reply costs the server
 -- more than the whole SET NX.
+local function fence(taken)
+  local f = redis.pcall('INCR', KEYS[2])
+  if type(f) == 'table' and f.err then
+    if taken then
+      redis.call('DEL', KEYS[1])
+    end
+    return f
+  end
+  return f
+end
+
 local nx
 if ARGV[2] ~= '0' then
   nx = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
@@ -20,7 +34,7 @@ else
   nx = redis.call('SET', KEYS[1], ARGV[1], 'NX')
 end
 if nx then
-  return redis.call('INCR', KEYS[2])
+  return fence(true)
 end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return -(redis.call('PTTL', KEYS[1]) + 2)
@@ -30,4 +44,4 @@ if ARGV[2] ~= '0' then
 else
   redis.call('PERSIST', KEYS[1])
 end
-return redis.call('INCR', KEYS[2])
+return fence(false)

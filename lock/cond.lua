@@ -11,11 +11,13 @@
 --
 -- A missing key counts as "condition holds".
 -- Returns 1 when the key was set or deleted, 0 when the condition failed,
--- -1 (and changes nothing) when the stored value is not a number.
+-- -1 (and changes nothing) when the stored value is not a decimal number
+-- (hexadecimal, inf and nan are refused, as the in-memory twin does).
 local raw = redis.call('GET', KEYS[1])
 if raw then
+  -- A decimal number only: Lua would also read hexadecimal, inf and nan.
   local cur = tonumber(raw)
-  if cur == nil then
+  if cur == nil or cur ~= cur or cur == math.huge or cur == -math.huge or string.find(raw, '[xX]') then
     return -1
   end
   local op, given, eps = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])

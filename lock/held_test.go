@@ -349,8 +349,7 @@ func TestKeepAliveRestartsAfterCtx(t *testing.T) {
 		if err := h.KeepAlive(first); err != nil {
 			t.Fatal(err)
 		}
-		cancel()
-		time.Sleep(ttl / 6)
+		cancel() // the old loop may still be running: restart at once
 		if err := h.KeepAlive(ctx); err != nil {
 			t.Fatal(err)
 		}

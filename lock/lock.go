@@ -96,10 +96,11 @@ func (r *redisBackend) cond(ctx context.Context, key string, op Op, compare, eps
 	return int(n), err
 }
 
-func (r *redisBackend) acquire(ctx context.Context, key, token string, ttl time.Duration) (int64, time.Duration, bool, error) {
-	k := r.key(key)
+func (r *redisBackend) storeKey(key string) string { return r.key(key) }
+
+func (r *redisBackend) acquire(ctx context.Context, sk, token string, ttl time.Duration) (int64, time.Duration, bool, error) {
 	ms, _ := ttlMillis(ttl)
-	n, err := runInt(ctx, r.c, acquireScript, []string{k, keys.Fence(k)}, token, ms)
+	n, err := runInt(ctx, r.c, acquireScript, []string{sk, keys.Fence(sk)}, token, ms)
 	switch {
 	case err != nil:
 		return 0, 0, false, err
@@ -113,20 +114,19 @@ func (r *redisBackend) acquire(ctx context.Context, key, token string, ttl time.
 	return 0, 0, false, fmt.Errorf("%w: acquire returned %d", script.ErrReply, n)
 }
 
-func (r *redisBackend) refresh(ctx context.Context, key, token string, ttl time.Duration) (bool, error) {
+func (r *redisBackend) refresh(ctx context.Context, sk, token string, ttl time.Duration) (bool, error) {
 	ms, _ := ttlMillis(ttl)
-	n, err := runInt(ctx, r.c, refreshScript, []string{r.key(key)}, token, ms)
+	n, err := runInt(ctx, r.c, refreshScript, []string{sk}, token, ms)
 	return n == 1, err
 }
 
-func (r *redisBackend) release(ctx context.Context, key, token string) (bool, error) {
-	k := r.key(key)
-	n, err := runInt(ctx, r.c, releaseScript, []string{k}, token, keys.Released(k))
+func (r *redisBackend) release(ctx context.Context, sk, token string) (bool, error) {
+	n, err := runInt(ctx, r.c, releaseScript, []string{sk}, token, keys.Released(sk))
 	return n == 1, err
 }
 
-func (r *redisBackend) subscribe(ctx context.Context, key string) (waiter, error) {
-	ps := r.c.Subscribe(ctx, keys.Released(r.key(key)))
+func (r *redisBackend) subscribe(ctx context.Context, sk string) (waiter, error) {
+	ps := r.c.Subscribe(ctx, keys.Released(sk))
 	if _, err := ps.Receive(ctx); err != nil { // wait for the confirmation
 		_ = ps.Close()
 		return nil, err

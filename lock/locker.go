@@ -134,15 +134,18 @@ type backend interface {
 	heldBackend
 }
 
-// heldBackend is the part of a store that owner handles use.
+// heldBackend is the part of a store that owner handles use. Its methods
+// take the store key, computed once per handle by storeKey.
 type heldBackend interface {
-	// acquire returns the fencing token when token now owns key, else the
+	// storeKey maps a caller's key to the key the store keeps.
+	storeKey(key string) string
+	// acquire returns the fencing token when token now owns sk, else the
 	// holder's remaining TTL (-1 for no expiry).
-	acquire(ctx context.Context, key, token string, ttl time.Duration) (fence int64, remaining time.Duration, ok bool, err error)
-	refresh(ctx context.Context, key, token string, ttl time.Duration) (bool, error)
-	release(ctx context.Context, key, token string) (bool, error)
-	// subscribe starts listening for releases of key.
-	subscribe(ctx context.Context, key string) (waiter, error)
+	acquire(ctx context.Context, sk, token string, ttl time.Duration) (fence int64, remaining time.Duration, ok bool, err error)
+	refresh(ctx context.Context, sk, token string, ttl time.Duration) (bool, error)
+	release(ctx context.Context, sk, token string) (bool, error)
+	// subscribe starts listening for releases of sk.
+	subscribe(ctx context.Context, sk string) (waiter, error)
 }
 
 // waiter delivers release notifications of one key.
@@ -338,10 +341,10 @@ func (c *core) ReleaseToken(ctx context.Context, key, token string) error {
 	if err := checkKey(key); err != nil {
 		return err
 	}
-	if token == "" {
-		return fmt.Errorf("%w: empty token", ErrInvalidArgument)
+	if token == "" || len(token) > maxTokenLen {
+		return fmt.Errorf("%w: token of %d bytes", ErrInvalidArgument, len(token))
 	}
-	ok, err := c.b.release(ctx, key, token)
+	ok, err := c.b.release(ctx, c.b.storeKey(key), token)
 	if err != nil {
 		return fmt.Errorf("lock: release %q: %w", key, err)
 	}

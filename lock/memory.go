@@ -46,11 +46,11 @@ func NewMemoryPool(opts ...Option) *Pool {
 // are dropped when read and by a sweep every sweepEvery writes.
 type memStore struct {
 	mu      sync.Mutex
-	entries map[string]memEntry      // live (or not yet swept) keys
-	fences  map[string]int64         // fencing counter per key
-	waiters map[string]chan struct{} // closed when the key is released
-	pool    map[string]struct{}      // pool members
-	writes  int                      // writes since the last sweep
+	entries map[string]memEntry    // live (or not yet swept) keys
+	fences  map[string]int64       // fencing counter per key
+	waiters map[string]*memWaiters // subscribers to a key's releases
+	pool    map[string]struct{}    // pool members
+	writes  int                    // writes since the last sweep
 }
 
 type memEntry struct {
@@ -64,7 +64,7 @@ func newMemStore() *memStore {
 	return &memStore{
 		entries: map[string]memEntry{},
 		fences:  map[string]int64{},
-		waiters: map[string]chan struct{}{},
+		waiters: map[string]*memWaiters{},
 		pool:    map[string]struct{}{},
 	}
 }
@@ -96,17 +96,30 @@ func (m *memStore) setLocked(key, value string, ttl time.Duration, now time.Time
 	}
 }
 
-// deleteLocked removes key and wakes its waiters when notify is set.
+// memWaiters are the subscribers to the releases of one key: ch is closed
+// at the next release and then replaced; n counts the subscribers, and the
+// entry is dropped when the last one leaves.
+type memWaiters struct {
+	ch chan struct{}
+	n  int
+}
+
+// deleteLocked removes key and, when notify is set, wakes its subscribers.
 // Caller holds mu.
 func (m *memStore) deleteLocked(key string, notify bool) {
 	delete(m.entries, key)
-	if ch, ok := m.waiters[key]; ok && notify {
-		close(ch)
-		delete(m.waiters, key)
+	if w, ok := m.waiters[key]; ok && notify {
+		close(w.ch)
+		m.waiters[key] = &memWaiters{ch: make(chan struct{}), n: w.n}
 	}
 }
 
-func (m *memStore) lock(_ context.Context, key, value string, ttl time.Duration) (bool, error) {
+func (m *memStore) storeKey(key string) string { return key }
+
+func (m *memStore) lock(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
@@ -117,7 +130,10 @@ func (m *memStore) lock(_ context.Context, key, value string, ttl time.Duration)
 	return true, nil
 }
 
-func (m *memStore) rlock(_ context.Context, key, value string, ttl time.Duration) (bool, error) {
+func (m *memStore) rlock(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
@@ -128,14 +144,20 @@ func (m *memStore) rlock(_ context.Context, key, value string, ttl time.Duration
 	return true, nil
 }
 
-func (m *memStore) update(_ context.Context, key, value string, ttl time.Duration) error {
+func (m *memStore) update(ctx context.Context, key, value string, ttl time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.setLocked(key, value, ttl, time.Now())
 	return nil
 }
 
-func (m *memStore) unlock(_ context.Context, key string) (bool, error) {
+func (m *memStore) unlock(ctx context.Context, key string) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	_, held := m.getLocked(key, time.Now())
@@ -143,21 +165,30 @@ func (m *memStore) unlock(_ context.Context, key string) (bool, error) {
 	return held, nil
 }
 
-func (m *memStore) exists(_ context.Context, key string) (bool, error) {
+func (m *memStore) exists(ctx context.Context, key string) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	_, held := m.getLocked(key, time.Now())
 	return held, nil
 }
 
-func (m *memStore) value(_ context.Context, key string) (string, bool, error) {
+func (m *memStore) value(ctx context.Context, key string) (string, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return "", false, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	e, held := m.getLocked(key, time.Now())
 	return e.value, held, nil
 }
 
-func (m *memStore) pttl(_ context.Context, key string) (time.Duration, error) {
+func (m *memStore) pttl(ctx context.Context, key string) (time.Duration, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
@@ -171,7 +202,10 @@ func (m *memStore) pttl(_ context.Context, key string) (time.Duration, error) {
 	return e.expires.Sub(now).Truncate(time.Millisecond), nil
 }
 
-func (m *memStore) cond(_ context.Context, key string, op Op, compare, eps float64, del bool, value string, ttl time.Duration) (int, error) {
+func (m *memStore) cond(ctx context.Context, key string, op Op, compare, eps float64, del bool, value string, ttl time.Duration) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
@@ -192,10 +226,13 @@ func (m *memStore) cond(_ context.Context, key string, op Op, compare, eps float
 	return 1, nil
 }
 
-// parseNumber reads a stored value as a number the way cond.lua's tonumber
-// does for the values this package writes: decimal floats. Infinities and
-// NaN spelled out are not numbers to Lua.
+// parseNumber reads a stored value as a number with the rule cond.lua
+// applies: a decimal number, optionally surrounded by spaces; hexadecimal,
+// infinities and NaN are not numbers.
 func parseNumber(s string) (float64, bool) {
+	if strings.ContainsAny(s, "xX") {
+		return 0, false
+	}
 	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
 	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
 		return 0, false
@@ -203,7 +240,10 @@ func parseNumber(s string) (float64, bool) {
 	return f, true
 }
 
-func (m *memStore) acquire(_ context.Context, key, token string, ttl time.Duration) (int64, time.Duration, bool, error) {
+func (m *memStore) acquire(ctx context.Context, key, token string, ttl time.Duration) (int64, time.Duration, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, 0, false, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
@@ -211,14 +251,17 @@ func (m *memStore) acquire(_ context.Context, key, token string, ttl time.Durati
 		if e.expires.IsZero() {
 			return 0, -1, false, nil
 		}
-		return 0, e.expires.Sub(now), false, nil
+		return 0, e.expires.Sub(now).Truncate(time.Millisecond), false, nil
 	}
 	m.setLocked(key, token, ttl, now)
 	m.fences[key]++
 	return m.fences[key], 0, true, nil
 }
 
-func (m *memStore) refresh(_ context.Context, key, token string, ttl time.Duration) (bool, error) {
+func (m *memStore) refresh(ctx context.Context, key, token string, ttl time.Duration) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
@@ -229,7 +272,10 @@ func (m *memStore) refresh(_ context.Context, key, token string, ttl time.Durati
 	return true, nil
 }
 
-func (m *memStore) release(_ context.Context, key, token string) (bool, error) {
+func (m *memStore) release(ctx context.Context, key, token string) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if e, held := m.getLocked(key, time.Now()); !held || e.value != token {
@@ -239,25 +285,22 @@ func (m *memStore) release(_ context.Context, key, token string) (bool, error) {
 	return true, nil
 }
 
-func (m *memStore) subscribe(_ context.Context, key string) (waiter, error) {
-	w := &memWaiter{m: m, key: key}
-	w.ch = m.waitCh(key)
-	return w, nil
-}
-
-// waitCh returns the channel closed at the next release of key.
-func (m *memStore) waitCh(key string) <-chan struct{} {
+func (m *memStore) subscribe(ctx context.Context, key string) (waiter, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	ch, ok := m.waiters[key]
+	w, ok := m.waiters[key]
 	if !ok {
-		ch = make(chan struct{})
-		m.waiters[key] = ch
+		w = &memWaiters{ch: make(chan struct{})}
+		m.waiters[key] = w
 	}
-	return ch
+	w.n++
+	return &memWaiter{m: m, key: key, ch: w.ch}, nil
 }
 
-// memWaiter waits for the release of one key. After each wake-up it takes
+// memWaiter waits for the releases of one key. After each wake-up it takes
 // the channel of the next release before the caller retries, so no release
 // between two attempts is missed.
 type memWaiter struct {
@@ -273,15 +316,29 @@ func (w *memWaiter) wait(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-w.ch:
-		w.ch = w.m.waitCh(w.key)
+		w.m.mu.Lock()
+		w.ch = w.m.waiters[w.key].ch
+		w.m.mu.Unlock()
 	case <-t.C:
 	}
 	return nil
 }
 
-func (w *memWaiter) close() error { return nil }
+func (w *memWaiter) close() error {
+	w.m.mu.Lock()
+	defer w.m.mu.Unlock()
+	if e := w.m.waiters[w.key]; e != nil {
+		if e.n--; e.n <= 0 {
+			delete(w.m.waiters, w.key)
+		}
+	}
+	return nil
+}
 
-func (m *memStore) extend(_ context.Context, ks []string) error {
+func (m *memStore) extend(ctx context.Context, ks []string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, k := range ks {
@@ -290,7 +347,10 @@ func (m *memStore) extend(_ context.Context, ks []string) error {
 	return nil
 }
 
-func (m *memStore) shrink(_ context.Context, ks []string) error {
+func (m *memStore) shrink(ctx context.Context, ks []string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, k := range ks {
@@ -299,7 +359,10 @@ func (m *memStore) shrink(_ context.Context, ks []string) error {
 	return nil
 }
 
-func (m *memStore) assign(_ context.Context, ks []string) error {
+func (m *memStore) assign(ctx context.Context, ks []string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	clear(m.pool)
@@ -309,14 +372,20 @@ func (m *memStore) assign(_ context.Context, ks []string) error {
 	return nil
 }
 
-func (m *memStore) clear(_ context.Context) error {
+func (m *memStore) clear(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	clear(m.pool)
 	return nil
 }
 
-func (m *memStore) members(_ context.Context) ([]string, error) {
+func (m *memStore) members(ctx context.Context) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make([]string, 0, len(m.pool))
@@ -326,20 +395,29 @@ func (m *memStore) members(_ context.Context) ([]string, error) {
 	return out, nil
 }
 
-func (m *memStore) contains(_ context.Context, key string) (bool, error) {
+func (m *memStore) contains(ctx context.Context, key string) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	_, ok := m.pool[key]
 	return ok, nil
 }
 
-func (m *memStore) size(_ context.Context) (int, error) {
+func (m *memStore) size(ctx context.Context) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.pool), nil
 }
 
-func (m *memStore) statuses(_ context.Context) ([]MemberStatus, error) {
+func (m *memStore) statuses(ctx context.Context) ([]MemberStatus, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()

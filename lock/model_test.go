@@ -20,7 +20,7 @@ func TestMemoryMatchesRedis(t *testing.T) {
 	m := lock.NewMemory()
 	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
 	keys := []string{"a", "b", "c"}
-	values := []string{"1", "2", "2.5", "-3", "x", "owner"}
+	values := []string{"1", "2", "2.5", "-3", "x", "owner", "0x10", "inf", "-inf", "nan", "1e500", " 7 ", "+2", ".5", "0x1p4"}
 	ttls := []time.Duration{0, time.Hour, -time.Second}
 	ops := []lock.Op{lock.GT, lock.LT, lock.GE, lock.LE, lock.EQ, lock.NE}
 	nums := []float64{-3, 1, 2, 2.5, 2.5000001, 7}

@@ -88,15 +88,26 @@ func WithToken(token string) AcquireOption {
 	return func(c *acquireConfig) { c.token = token }
 }
 
+// MinSafetyMargin is the smallest margin WithSafetyMargin accepts: it
+// covers timer and scheduling delays between the local deadline and the
+// moment the holder can react.
+const MinSafetyMargin = time.Millisecond
+
+// maxTokenLen bounds owner tokens.
+const maxTokenLen = 1024
+
 // WithSafetyMargin sets how long before the server-side expiry the handle
 // considers the lock lost when no renewal was confirmed (see Held.Lost).
-// The default is a tenth of the TTL. It must be ≥ 0 and shorter than the TTL.
+// The default is a tenth of the TTL. It must be at least MinSafetyMargin and
+// below every TTL the handle is acquired or refreshed with; choose it to
+// cover clock-rate drift (parts per million of the TTL), pauses of your
+// process and the time your work needs to stop.
 func WithSafetyMargin(d time.Duration) AcquireOption {
 	return func(c *acquireConfig) { c.margin, c.marginSet = d, true }
 }
 
 func newAcquireConfig(ttl time.Duration, opts []AcquireOption) (acquireConfig, error) {
-	c := acquireConfig{retry: ExponentialBackoff(8*time.Millisecond, 512*time.Millisecond)}
+	c := acquireConfig{retry: defaultRetry}
 	for _, o := range opts {
 		o(&c)
 	}
@@ -108,11 +119,11 @@ func newAcquireConfig(ttl time.Duration, opts []AcquireOption) (acquireConfig, e
 			return c, err
 		}
 	}
-	if c.marginSet && (c.margin < 0 || (ttl > 0 && c.margin >= ttl)) {
-		return c, fmt.Errorf("%w: safety margin %v for TTL %v", ErrInvalidArgument, c.margin, ttl)
+	if c.marginSet && (c.margin < MinSafetyMargin || (ttl > 0 && c.margin >= ttl)) {
+		return c, fmt.Errorf("%w: safety margin %v for TTL %v (it must be at least %v and below the TTL)", ErrInvalidArgument, c.margin, ttl, MinSafetyMargin)
 	}
-	if c.token != "" && len(c.token) > 1024 {
-		return c, fmt.Errorf("%w: token longer than 1024 bytes", ErrInvalidArgument)
+	if len(c.token) > maxTokenLen {
+		return c, fmt.Errorf("%w: token longer than %d bytes", ErrInvalidArgument, maxTokenLen)
 	}
 	return c, nil
 }

@@ -8,7 +8,8 @@
 //
 //	<prefix>|<suffix>:<key>            [STRING] plain lock key holding the caller's value
 //	                                   (same layout as the Python redis-allocator)
-//	<same slot as lock key>|fence      [STRING] fencing counter of one lock key (INCR)
+//	{<lock key>}|fence                 [STRING] fencing counter (INCR) of an untagged lock key
+//	{<tag>}|fence|<lock key>           [STRING] fencing counter of a lock key with hash tag <tag>
 //	<lock key>|released                [channel] published when an owner releases the key
 //	{<prefix>|<suffix>}|pool           [SET]    members of a lock pool
 //	{<prefix>|<suffix>}:<key>          [STRING] lock key of a pool member
@@ -37,16 +38,19 @@ func Problem(key string) string {
 }
 
 // NamespaceProblem says what is wrong with a namespace, or returns "".
-// When tagged is true the namespace is wrapped in a hash tag, so braces are
-// refused as well.
+// A suffix may not contain braces (so fencing counters cannot collide with
+// lock keys); when tagged is true the namespace is wrapped in a hash tag, so
+// the prefix may not either.
 func NamespaceProblem(prefix, suffix string, tagged bool) string {
 	switch {
 	case prefix == "":
 		return "empty prefix"
 	case len(prefix)+len(suffix) > MaxKeyLen:
 		return fmt.Sprintf("prefix and suffix longer than %d bytes", MaxKeyLen)
-	case tagged && strings.ContainsAny(prefix+suffix, "{}"):
-		return fmt.Sprintf("prefix %q or suffix %q contains a brace", prefix, suffix)
+	case strings.ContainsAny(suffix, "{}"):
+		return fmt.Sprintf("suffix %q contains a brace", suffix)
+	case tagged && strings.ContainsAny(prefix, "{}"):
+		return fmt.Sprintf("prefix %q contains a brace", prefix)
 	}
 	return ""
 }
@@ -72,9 +76,19 @@ func PoolSet(prefix, suffix string) string {
 }
 
 // Fence returns the fencing counter of lockKey. It lives in the same Redis
-// Cluster slot as lockKey, so one script can update both.
+// Cluster slot as lockKey, so one script can update both, and it can never
+// equal a lock key: a lock key <prefix>|<suffix>:<key> has no hash tag
+// unless its prefix or key brings one, and the counter of a key with a tag
+// t starts with "{t}|fence|", which no lock key of a namespace without
+// braces in its suffix can produce.
 func Fence(lockKey string) string {
-	return Companion(lockKey, "|fence")
+	if tag, ok := hashTag(lockKey); ok {
+		return "{" + tag + "}|fence|" + lockKey
+	}
+	if !strings.Contains(lockKey, "}") {
+		return "{" + lockKey + "}|fence"
+	}
+	return "{" + tagForSlot(Slot(lockKey)) + "}|fence|" + lockKey
 }
 
 // Released returns the pub/sub channel announcing that lockKey was released.

@@ -13,7 +13,8 @@ func TestLayout(t *testing.T) {
 		{"pool lock", PoolLock("app", "lock-pool", "k1"), "{app|lock-pool}:k1"},
 		{"pool set", PoolSet("app", "lock-pool"), "{app|lock-pool}|pool"},
 		{"fence", Fence("app|lock:k1"), "{app|lock:k1}|fence"},
-		{"fence tagged", Fence("{app}|lock:k1"), "{app}|lock:k1|fence"},
+		{"fence tagged", Fence("{app}|lock:k1"), "{app}|fence|{app}|lock:k1"},
+		{"fence pool", Fence(PoolLock("app", "lock-pool", "k1")), "{app|lock-pool}|fence|{app|lock-pool}:k1"},
 		{"released", Released("app|lock:k1"), "app|lock:k1|released"},
 	}
 	for _, tt := range tests {
@@ -81,6 +82,23 @@ func TestNamespaceProblem(t *testing.T) {
 	}
 	if NamespaceProblem("{app}", "lock", true) == "" {
 		t.Error("brace accepted in a tagged namespace")
+	}
+}
+
+// TestFenceNeverALockKey checks that no caller key of a namespace maps to
+// the fencing counter of another key of the same namespace.
+func TestFenceNeverALockKey(t *testing.T) {
+	for _, prefix := range []string{"app", "{app}", "a{b", "x}y"} {
+		for _, key := range []string{"k", "k|fence", "{t}y", "{t}y|fence", "}", "{}"} {
+			lk := Lock(prefix, "lock", key)
+			f := Fence(lk)
+			if Slot(f) != Slot(lk) {
+				t.Errorf("Fence(%q) = %q in another slot", lk, f)
+			}
+			if rest, ok := strings.CutPrefix(f, prefix+"|lock:"); ok {
+				t.Errorf("Fence(%q) = %q is the lock key of caller key %q", lk, f, rest)
+			}
+		}
 	}
 }
 
