@@ -19,9 +19,28 @@
 // # Cost
 //
 // Every operation is one round trip: a single command or one EVALSHA of an
-// embedded Lua script (EVAL only after the server lost its script cache).
-// Acquire with WithReleaseNotify subscribes to the key's release channel
-// after its first failed attempt and wakes when the holder releases.
+// embedded Lua script. The first call of a script on a server whose cache
+// does not hold it (a new node, a restart, SCRIPT FLUSH) costs a second
+// round trip for the EVAL. Acquire with WithReleaseNotify subscribes to the
+// key's release channel after its first failed attempt and wakes when the
+// holder releases. Pool.Statuses and Pool.HealthCheck run over all members
+// in one script, which blocks Redis for a time that grows with the pool.
+//
+// # Client retries
+//
+// go-redis resends a command after a network error by default
+// (Options.MaxRetries), even when the first copy may have been executed.
+// For the owner API this is harmless: a resent acquire finds its own token
+// and succeeds, and a handle whose release outcome is unknown reports the
+// loss. For the parity API a resent Lock may report false for a lock it
+// took, and a resent SetIf or DeleteIf may report that the condition
+// failed. Set MaxRetries to -1 when those answers must be exact.
+//
+// # Lifetime of keys
+//
+// Each lock key that was ever acquired through TryAcquire or Acquire keeps a
+// small fencing counter without expiry, so fences never go back; a
+// namespace of unbounded distinct keys grows by one counter per key.
 //
 // # Redis Cluster
 //

@@ -22,15 +22,18 @@ var (
 	ErrInvalidKey = errors.New("lock: invalid key")
 
 	// ErrInvalidArgument reports a bad argument other than a key: a TTL
-	// below one millisecond that is not ≤ 0, a negative retry setting, an
-	// unknown comparison operator or a NaN. Nothing is sent to Redis.
+	// below one millisecond that is not ≤ 0, a negative or inverted retry
+	// setting, a safety margin below MinSafetyMargin or not below the TTL,
+	// an empty or oversized token, an unknown comparison operator, NaN or an
+	// infinity, a negative epsilon. Nothing is sent to Redis.
 	ErrInvalidArgument = errors.New("lock: invalid argument")
 
 	// ErrNotNumber is returned by SetIf and DeleteIf when the key holds a
 	// value that is not a number. The key is left unchanged.
 	ErrNotNumber = errors.New("lock: stored value is not a number")
 
-	// ErrReleased is what Held.Err returns after the owner released the lock.
+	// ErrReleased is wrapped, together with ErrNotHeld, by Held.Err after
+	// the owner released the lock.
 	ErrReleased = errors.New("lock: released")
 )
 

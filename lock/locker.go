@@ -9,8 +9,11 @@ import (
 )
 
 // Locker is the interface shared by the Redis lock (*Lock), the lock pool
-// (*Pool) and the in-memory twin (*Memory). All of them have the same
-// semantics; the shared test suite runs against each.
+// (*Pool) and the in-memory twin (*Memory). They have the same semantics —
+// the shared test suite runs against each, and a differential test compares
+// the twin with Redis — except for what only a network has: round trips,
+// connection errors and client retries. Lock uses the name of sync.Locker's
+// method but is not a sync.Locker.
 type Locker interface {
 	// Lock takes key for value when the key is free (SET NX). ttl ≤ 0 makes
 	// a permanent lock. It reports whether the lock was taken.

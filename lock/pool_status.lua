@@ -4,8 +4,10 @@
 -- ARGV[1]  lock key prefix of the members; a member's lock key is ARGV[1]..member
 -- ARGV[2]  "counts" to return only {locked, free}; anything else for the list
 --
--- Member lock keys are computed here from ARGV[1]; they share the pool's hash
--- tag, so they live in the slot of KEYS[1].
+-- Member lock keys are computed here from ARGV[1], so they are not declared
+-- in KEYS: the member set is only known inside the script. They share the
+-- pool's hash tag, so they live in the slot of KEYS[1] and the script runs on
+-- Redis Cluster. The cost grows with the number of members.
 -- Returns {locked, free} for "counts", otherwise a flat array
 -- {member1, flag1, member2, flag2, ...} where flag is 1 when locked.
 local members = redis.call('SMEMBERS', KEYS[1])
