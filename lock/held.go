@@ -277,7 +277,7 @@ func (h *Held) Release(ctx context.Context) error {
 	released := h.done && errors.Is(h.err, ErrReleased)
 	h.mu.Unlock()
 	if released {
-		return fmt.Errorf("%w: key %q (%w)", ErrNotHeld, h.key, ErrReleased)
+		return releasedError{h.key}
 	}
 	ok, err := h.b.release(ctx, h.sk, h.token)
 	if err != nil {
@@ -291,13 +291,24 @@ func (h *Held) Release(ctx context.Context) error {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	rel := fmt.Errorf("%w: key %q (%w)", ErrNotHeld, h.key, ErrReleased)
+	rel := releasedError{h.key}
 	if h.done { // lost locally, but the key was still ours and is now gone
 		h.err = rel
 	}
 	h.finishLocked(rel)
 	return nil
 }
+
+// releasedError is the error of a released handle. It wraps ErrNotHeld and
+// ErrReleased and formats its message only when asked, so a successful
+// Release builds no message.
+type releasedError struct{ key string }
+
+func (e releasedError) Error() string {
+	return fmt.Sprintf("%v: key %q (%v)", ErrNotHeld, e.key, ErrReleased)
+}
+
+func (e releasedError) Unwrap() []error { return []error{ErrNotHeld, ErrReleased} }
 
 // KeepAlive renews the lock in the background until the lock is lost or
 // released, or ctx ends. It renews every third of the TTL, and sooner when
