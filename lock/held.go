@@ -510,12 +510,21 @@ func acquire(ctx context.Context, b heldBackend, key string, ttl time.Duration, 
 
 // sleep waits for d or until ctx ends.
 func sleep(ctx context.Context, d time.Duration) error {
+	_, err := waitOn[struct{}](ctx, d, nil)
+	return err
+}
+
+// waitOn waits until ch delivers (woken), d passes, or ctx ends (the error).
+// A nil ch never delivers.
+func waitOn[T any](ctx context.Context, d time.Duration, ch <-chan T) (woken bool, err error) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return ctx.Err()
+		return false, ctx.Err()
+	case <-ch:
+		return true, nil
 	case <-t.C:
-		return nil
+		return false, nil
 	}
 }

@@ -141,15 +141,8 @@ type redisWaiter struct {
 }
 
 func (w *redisWaiter) wait(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-w.ch:
-	case <-t.C:
-	}
-	return nil
+	_, err := waitOn(ctx, d, w.ch)
+	return err
 }
 
 func (w *redisWaiter) close() error { return w.ps.Close() }

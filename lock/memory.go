@@ -310,18 +310,13 @@ type memWaiter struct {
 }
 
 func (w *memWaiter) wait(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-w.ch:
+	woken, err := waitOn(ctx, d, w.ch)
+	if woken {
 		w.m.mu.Lock()
 		w.ch = w.m.waiters[w.key].ch
 		w.m.mu.Unlock()
-	case <-t.C:
 	}
-	return nil
+	return err
 }
 
 func (w *memWaiter) close() error {
