@@ -46,8 +46,9 @@
 //
 // A lock key and its fencing counter share a slot, and all keys of a Pool
 // share the pool's hash tag, so every script runs on Redis Cluster.
-// Fencing tokens grow per key (a namespace-wide counter would put every lock
-// of a namespace on one slot).
+// Fencing tokens of a Lock grow per key (a namespace-wide counter would put
+// every lock of a namespace on one slot); those of a Pool, whose keys share a
+// slot anyway, grow across all its members.
 //
 // # In-memory twin
 //

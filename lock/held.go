@@ -75,7 +75,7 @@ func (h *Held) Token() string { return h.token }
 
 // Fence returns the fencing token of this acquisition: every acquisition of
 // the same key in the same namespace gets a strictly larger one, across
-// processes. Pass it to a downstream store and have it reject writes that
+// processes (in a Pool, every acquisition of any member does). Pass it to a downstream store and have it reject writes that
 // carry a smaller fence than it has seen, so a holder whose lock expired
 // cannot overwrite the work of the next one.
 func (h *Held) Fence() int64 { return h.fence }

@@ -35,7 +35,7 @@ func New(client redis.UniversalClient, prefix string, opts ...Option) (*Lock, er
 	if p := keys.NamespaceProblem(prefix, c.suffix, false); p != "" {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidKey, p)
 	}
-	b := &redisBackend{c: client, key: func(k string) string { return keys.Lock(prefix, c.suffix, k) }}
+	b := &redisBackend{c: client, key: func(k string) string { return keys.Lock(prefix, c.suffix, k) }, fence: keys.Fence}
 	return &Lock{core: core{b: b, eps: c.eps}, prefix: prefix, suffix: c.suffix}, nil
 }
 
@@ -44,10 +44,11 @@ func New(client redis.UniversalClient, prefix string, opts ...Option) (*Lock, er
 func (l *Lock) Key(key string) string { return keys.Lock(l.prefix, l.suffix, key) }
 
 // redisBackend implements backend on Redis. key maps a caller's key to its
-// Redis key.
+// Redis key, fence a Redis key to its fencing counter.
 type redisBackend struct {
-	c   redis.UniversalClient
-	key func(string) string
+	c     redis.UniversalClient
+	key   func(string) string
+	fence func(string) string
 }
 
 func (r *redisBackend) lock(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
@@ -100,7 +101,7 @@ func (r *redisBackend) storeKey(key string) string { return r.key(key) }
 
 func (r *redisBackend) acquire(ctx context.Context, sk, token string, ttl time.Duration) (int64, time.Duration, bool, error) {
 	ms, _ := ttlMillis(ttl)
-	n, err := runInt(ctx, r.c, acquireScript, []string{sk, keys.Fence(sk)}, token, ms)
+	n, err := runInt(ctx, r.c, acquireScript, []string{sk, r.fence(sk)}, token, ms)
 	switch {
 	case err != nil:
 		return 0, 0, false, err

@@ -27,7 +27,7 @@ func NewMemory(opts ...Option) *Memory {
 	if err != nil {
 		panic(err)
 	}
-	return &Memory{core: core{b: newMemStore(), eps: c.eps}}
+	return &Memory{core: core{b: newMemStore(false), eps: c.eps}}
 }
 
 // NewMemoryPool returns an empty in-memory lock pool (the seed's
@@ -38,7 +38,7 @@ func NewMemoryPool(opts ...Option) *Pool {
 	if err != nil {
 		panic(err)
 	}
-	s := newMemStore()
+	s := newMemStore(true)
 	return &Pool{core: core{b: s, eps: c.eps}, p: s}
 }
 
@@ -47,7 +47,8 @@ func NewMemoryPool(opts ...Option) *Pool {
 type memStore struct {
 	mu      sync.Mutex
 	entries map[string]memEntry    // live (or not yet swept) keys
-	fences  map[string]int64       // fencing counter per key
+	fences  map[string]int64       // fencing counter per key ("" when shared)
+	shared  bool                   // one fencing counter for all keys (a pool)
 	waiters map[string]*memWaiters // subscribers to a key's releases
 	pool    map[string]struct{}    // pool members
 	writes  int                    // writes since the last sweep
@@ -60,8 +61,9 @@ type memEntry struct {
 
 const sweepEvery = 1024
 
-func newMemStore() *memStore {
+func newMemStore(sharedFence bool) *memStore {
 	return &memStore{
+		shared:  sharedFence,
 		entries: map[string]memEntry{},
 		fences:  map[string]int64{},
 		waiters: map[string]*memWaiters{},
@@ -254,8 +256,12 @@ func (m *memStore) acquire(ctx context.Context, key, token string, ttl time.Dura
 		return 0, e.expires.Sub(now).Truncate(time.Millisecond), false, nil
 	}
 	m.setLocked(key, token, ttl, now)
-	m.fences[key]++
-	return m.fences[key], 0, true, nil
+	fk := key
+	if m.shared {
+		fk = ""
+	}
+	m.fences[fk]++
+	return m.fences[fk], 0, true, nil
 }
 
 func (m *memStore) refresh(ctx context.Context, key, token string, ttl time.Duration) (bool, error) {

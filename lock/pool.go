@@ -19,7 +19,9 @@ import (
 // {<prefix>|<suffix>}:<key> — shares one hash tag, so each operation,
 // including the status of all members, is one round trip that also works on
 // Redis Cluster. The hash tag makes the pool's lock keys differ from the
-// Python RedisLockPool's (<prefix>|<suffix>:<key>).
+// Python RedisLockPool's (<prefix>|<suffix>:<key>). Because the keys share
+// a slot, a pool has one fencing counter: fences grow across all its members,
+// not only per key.
 //
 // A Pool is safe for concurrent use.
 type Pool struct {
@@ -60,7 +62,12 @@ func NewPool(client redis.UniversalClient, prefix string, opts ...Option) (*Pool
 		return nil, fmt.Errorf("%w: %s", ErrInvalidKey, p)
 	}
 	lockPrefix := keys.PoolLock(prefix, c.suffix, "")
-	b := &redisBackend{c: client, key: func(k string) string { return lockPrefix + k }}
+	poolFence := keys.PoolFence(prefix, c.suffix)
+	b := &redisBackend{
+		c:     client,
+		key:   func(k string) string { return lockPrefix + k },
+		fence: func(string) string { return poolFence },
+	}
 	p := &redisPool{c: client, set: keys.PoolSet(prefix, c.suffix), lockPrefix: lockPrefix}
 	return &Pool{core: core{b: b, eps: c.eps}, p: p}, nil
 }

@@ -201,8 +201,8 @@ func TestFenceCounterIsNotALockKey(t *testing.T) {
 		if err != nil {
 			t.Fatalf("TryAcquire next to a caller key x|fence: %v", err)
 		}
-		if h.Fence() != 1 {
-			t.Fatalf("fence %d, want 1", h.Fence())
+		if h.Fence() != 2 { // the pool's second acquisition
+			t.Fatalf("fence %d, want 2", h.Fence())
 		}
 	})
 }
@@ -220,6 +220,26 @@ func TestCancelledContext(t *testing.T) {
 		}
 		if ok, err := l.IsLocked(ctxT(t), "k"); err != nil || ok {
 			t.Fatalf("cancelled calls changed state: %v %v", ok, err)
+		}
+	})
+}
+
+func TestPoolFenceSpansMembers(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg target) {
+		ctx, p := ctxT(t), tg.newPool(t)
+		var last int64
+		for _, k := range []string{"a", "b", "a", "c"} {
+			h, err := p.TryAcquire(ctx, k, time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.Fence() <= last {
+				t.Fatalf("fence %d of %s not above %d", h.Fence(), k, last)
+			}
+			last = h.Fence()
+			if err := h.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
 		}
 	})
 }

@@ -13,6 +13,7 @@
 //	<lock key>|released                [channel] published when an owner releases the key
 //	{<prefix>|<suffix>}|pool           [SET]    members of a lock pool
 //	{<prefix>|<suffix>}:<key>          [STRING] lock key of a pool member
+//	{<prefix>|<suffix>}|fence          [STRING] fencing counter shared by a pool's members
 package keys
 
 import (
@@ -73,6 +74,11 @@ func PoolLock(prefix, suffix, key string) string {
 // PoolSet returns the set holding the members of a lock pool.
 func PoolSet(prefix, suffix string) string {
 	return Tag(prefix, suffix) + "|pool"
+}
+
+// PoolFence returns the fencing counter shared by all members of a pool.
+func PoolFence(prefix, suffix string) string {
+	return Tag(prefix, suffix) + "|fence"
 }
 
 // Fence returns the fencing counter of lockKey. It lives in the same Redis
