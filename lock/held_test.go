@@ -302,8 +302,7 @@ func TestLostBeforeServerExpiry(t *testing.T) {
 		ns := redistest.Namespace(t)
 		const ttl = 600 * time.Millisecond
 		hook := &delayHook{delay: 10 * ttl}
-		holderClient := newClientLike(t, c)
-		holderClient.AddHook(hook)
+		holderClient := newClientLike(t, c, hook)
 		holder := mustNew(t, holderClient, ns)
 		observer := mustNew(t, c, ns)
 

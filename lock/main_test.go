@@ -166,13 +166,15 @@ func inf() float64 { var z float64; return 1 / z }
 type redisClient = redis.UniversalClient
 
 // newClientLike returns a new client of the same kind (single or cluster)
-// as c, so a test can add hooks to it alone.
-func newClientLike(t *testing.T, c redis.UniversalClient) redis.UniversalClient {
+// as c with hook added, so the hook sees this test's commands alone.
+func newClientLike(t *testing.T, c redis.UniversalClient, hook redis.Hook) redis.UniversalClient {
 	t.Helper()
+	var nc redis.UniversalClient = redistest.Client(t)
 	if _, ok := c.(*redis.ClusterClient); ok {
-		return redistest.StartCluster(t)
+		nc = redistest.StartCluster(t)
 	}
-	return redistest.Client(t)
+	nc.AddHook(hook)
+	return nc
 }
 
 // redisClientForUnit returns a client for tests that never reach a server.

@@ -14,8 +14,7 @@ func TestRoundTrips(t *testing.T) {
 	forEachRedis(t, func(t *testing.T, c redisClient) {
 		ctx := ctxT(t)
 		hook := &countHook{}
-		hc := newClientLike(t, c)
-		hc.AddHook(hook)
+		hc := newClientLike(t, c, hook)
 		l := mustNew(t, hc, redistest.Namespace(t))
 		p := mustPool(t, hc, redistest.Namespace(t))
 		var h *lock.Held

@@ -42,8 +42,7 @@ func TestFailedRefreshAssumesShorterTTL(t *testing.T) {
 	forEachRedis(t, func(t *testing.T, c redisClient) {
 		ctx, ns := ctxT(t), redistest.Namespace(t)
 		hook := &delayHook{delay: time.Second}
-		hc := newClientLike(t, c)
-		hc.AddHook(hook)
+		hc := newClientLike(t, c, hook)
 		l := mustNew(t, hc, ns)
 		h, err := l.TryAcquire(ctx, "k", time.Minute)
 		if err != nil {
@@ -65,8 +64,7 @@ func TestFailedReleaseEndsHandle(t *testing.T) {
 	forEachRedis(t, func(t *testing.T, c redisClient) {
 		ctx, ns := ctxT(t), redistest.Namespace(t)
 		hook := &delayHook{delay: time.Second}
-		hc := newClientLike(t, c)
-		hc.AddHook(hook)
+		hc := newClientLike(t, c, hook)
 		l := mustNew(t, hc, ns)
 		h, err := l.TryAcquire(ctx, "k", time.Minute)
 		if err != nil {
@@ -101,8 +99,7 @@ func TestRefreshToPermanentStopsKeepAlive(t *testing.T) {
 	forEachRedis(t, func(t *testing.T, c redisClient) {
 		ctx, ns := ctxT(t), redistest.Namespace(t)
 		hook := &countHook{}
-		hc := newClientLike(t, c)
-		hc.AddHook(hook)
+		hc := newClientLike(t, c, hook)
 		l := mustNew(t, hc, ns)
 		h, err := l.TryAcquire(ctx, "k", 90*time.Millisecond)
 		if err != nil {
