@@ -23,7 +23,10 @@
 // does not hold it (a new node, a restart, SCRIPT FLUSH) costs a second
 // round trip for the EVAL. Acquire with WithReleaseNotify subscribes to the
 // key's release channel after its first failed attempt and wakes when the
-// holder releases. Pool.Statuses and Pool.HealthCheck run over all members
+// holder releases: while it waits, its attempts keep a waiters key (in the
+// lock key's slot, expiring after the wait) alive, and a release publishes
+// only while that key exists, so a release nobody waits for sends no
+// PUBLISH (which Redis Cluster would broadcast to every node). Pool.Statuses and Pool.HealthCheck run over all members
 // in one script, which blocks Redis for a time that grows with the pool.
 //
 // # Client retries

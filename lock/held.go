@@ -452,8 +452,18 @@ func acquire(ctx context.Context, b heldBackend, key string, ttl time.Duration, 
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("%w: key %q: %w", ErrNotObtained, key, err)
 		}
+		// A subscribed caller draws its next backoff before the attempt, so
+		// that the attempt can announce how long the caller will wait.
+		var delay time.Duration
+		again := true
+		await := time.Duration(0)
+		if w != nil {
+			if delay, again = c.retry.NextBackoff(failures + 1); again {
+				await = delay
+			}
+		}
 		sent := time.Now()
-		fence, remaining, ok, err := b.acquire(ctx, h.sk, token, ttl)
+		fence, remaining, ok, err := b.acquire(ctx, h.sk, token, ttl, await)
 		if err != nil {
 			// The script may have run before the reply was lost: make sure
 			// no lock is left behind that nobody knows the token of.
@@ -481,7 +491,9 @@ func acquire(ctx context.Context, b heldBackend, key string, ttl time.Duration, 
 			return nil, fmt.Errorf("%w: key %q", ErrNotObtained, key)
 		}
 		failures++
-		delay, again := c.retry.NextBackoff(failures)
+		if w == nil {
+			delay, again = c.retry.NextBackoff(failures)
+		}
 		if !again {
 			return nil, fmt.Errorf("%w: key %q after %d attempts", ErrNotObtained, key, failures)
 		}

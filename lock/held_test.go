@@ -199,6 +199,58 @@ func TestAcquireWaitsForRelease(t *testing.T) {
 	})
 }
 
+// TestReleaseNotifyChain has several waiters with hour-long backoffs queue
+// for one key: each release must wake the next, so every waiter that is
+// still waiting after a wake-up has to announce itself again.
+func TestReleaseNotifyChain(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg target) {
+		ctx, l := ctxT(t), tg.newLocker(t)
+		h, err := l.TryAcquire(ctx, "k", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const waiters = 4
+		waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		var wg sync.WaitGroup
+		var holders atomic.Int32
+		fences := make(chan int64, waiters)
+		for range waiters {
+			wg.Go(func() {
+				got, err := l.Acquire(waitCtx, "k", time.Minute,
+					lock.WithReleaseNotify(), lock.WithRetry(lock.LinearRetry(time.Hour)))
+				if err != nil {
+					t.Errorf("waiter: %v", err)
+					return
+				}
+				if n := holders.Add(1); n != 1 {
+					t.Errorf("%d holders at once", n)
+				}
+				fences <- got.Fence()
+				time.Sleep(5 * time.Millisecond)
+				holders.Add(-1)
+				if err := got.Release(ctx); err != nil {
+					t.Errorf("release: %v", err)
+				}
+			})
+		}
+		time.Sleep(100 * time.Millisecond) // let the waiters subscribe
+		if err := h.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		close(fences)
+		if len(fences) != waiters {
+			t.Fatalf("%d of %d waiters got the lock", len(fences), waiters)
+		}
+		for f := range fences {
+			if f <= h.Fence() {
+				t.Fatalf("fence %d not above the first holder's %d", f, h.Fence())
+			}
+		}
+	})
+}
+
 func TestAcquireGivesUp(t *testing.T) {
 	forEachTarget(t, func(t *testing.T, tg target) {
 		ctx, l := ctxT(t), tg.newLocker(t)

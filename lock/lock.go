@@ -99,9 +99,15 @@ func (r *redisBackend) cond(ctx context.Context, key string, op Op, compare, eps
 
 func (r *redisBackend) storeKey(key string) string { return r.key(key) }
 
-func (r *redisBackend) acquire(ctx context.Context, sk, token string, ttl time.Duration) (int64, time.Duration, bool, error) {
+func (r *redisBackend) acquire(ctx context.Context, sk, token string, ttl, await time.Duration) (int64, time.Duration, bool, error) {
 	ms, _ := ttlMillis(ttl)
-	n, err := runInt(ctx, r.c, acquireScript, []string{sk, r.fence(sk)}, token, ms)
+	var n int64
+	var err error
+	if await > 0 {
+		n, err = runInt(ctx, r.c, acquireScript, []string{sk, r.fence(sk), keys.Waiters(sk)}, token, ms, awaitMillis(await))
+	} else {
+		n, err = runInt(ctx, r.c, acquireScript, []string{sk, r.fence(sk)}, token, ms)
+	}
 	switch {
 	case err != nil:
 		return 0, 0, false, err
@@ -122,7 +128,7 @@ func (r *redisBackend) refresh(ctx context.Context, sk, token string, ttl time.D
 }
 
 func (r *redisBackend) release(ctx context.Context, sk, token string) (bool, error) {
-	n, err := runInt(ctx, r.c, releaseScript, []string{sk}, token, keys.Released(sk))
+	n, err := runInt(ctx, r.c, releaseScript, []string{sk, keys.Waiters(sk)}, token, keys.Released(sk))
 	return n == 1, err
 }
 
@@ -133,6 +139,17 @@ func (r *redisBackend) subscribe(ctx context.Context, sk string) (waiter, error)
 		return nil, err
 	}
 	return &redisWaiter{ps: ps, ch: ps.Channel()}, nil
+}
+
+// awaitSlack is added to the wait a client announces with the waiters key:
+// the client starts its timer only when the reply arrives, after the key's
+// TTL started, and a release in the gap would otherwise go unannounced.
+const awaitSlack = 250 * time.Millisecond
+
+// awaitMillis returns the TTL of the waiters key for a client that waits at
+// most d, in whole milliseconds.
+func awaitMillis(d time.Duration) int64 {
+	return (d + awaitSlack + time.Millisecond - 1).Milliseconds()
 }
 
 // redisWaiter waits for messages on a release channel.

@@ -143,8 +143,11 @@ type heldBackend interface {
 	// storeKey maps a caller's key to the key the store keeps.
 	storeKey(key string) string
 	// acquire returns the fencing token when token now owns sk, else the
-	// holder's remaining TTL (-1 for no expiry).
-	acquire(ctx context.Context, sk, token string, ttl time.Duration) (fence int64, remaining time.Duration, ok bool, err error)
+	// holder's remaining TTL (-1 for no expiry). await > 0 says that the
+	// caller is subscribed to sk's releases and, when sk is taken, waits
+	// at most await for one; stores that publish releases only while
+	// someone waits record that.
+	acquire(ctx context.Context, sk, token string, ttl, await time.Duration) (fence int64, remaining time.Duration, ok bool, err error)
 	refresh(ctx context.Context, sk, token string, ttl time.Duration) (bool, error)
 	release(ctx context.Context, sk, token string) (bool, error)
 	// subscribe starts listening for releases of sk.

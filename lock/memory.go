@@ -242,7 +242,7 @@ func parseNumber(s string) (float64, bool) {
 	return f, true
 }
 
-func (m *memStore) acquire(ctx context.Context, key, token string, ttl time.Duration) (int64, time.Duration, bool, error) {
+func (m *memStore) acquire(ctx context.Context, key, token string, ttl, _ time.Duration) (int64, time.Duration, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, 0, false, err
 	}

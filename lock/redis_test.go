@@ -1,10 +1,14 @@
 package lock_test
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redisallocator/redisallocator/internal/keys"
 	"github.com/redisallocator/redisallocator/internal/redistest"
 	"github.com/redisallocator/redisallocator/lock"
 )
@@ -125,4 +129,80 @@ func TestRedisDown(t *testing.T) {
 	if _, err := l.Lock(ctx, "k3", "v", time.Minute); err == nil {
 		t.Fatal("Lock with Redis down succeeded")
 	}
+}
+
+// TestReleasePublishesOnlyForWaiters checks the waiters key: a release
+// that nobody waits for publishes nothing, a waiting Acquire announces
+// itself with a waiters key that expires after its wait, and the release
+// that wakes it deletes that key.
+func TestReleasePublishesOnlyForWaiters(t *testing.T) {
+	forEachRedis(t, func(t *testing.T, c redisClient) {
+		ctx := ctxT(t)
+		l := mustNew(t, c, redistest.Namespace(t))
+		lk := l.Key("k")
+		wk, channel := keys.Waiters(lk), keys.Released(lk)
+		// Publish the marker where release.lua publishes, so that both
+		// messages reach the subscriber in the server's order.
+		origin := redis.UniversalClient(c)
+		if cc, ok := c.(*redis.ClusterClient); ok {
+			node, err := cc.MasterForKey(ctx, lk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			origin = node
+		}
+		ps := c.Subscribe(ctx, channel)
+		defer ps.Close()
+		if _, err := ps.Receive(ctx); err != nil {
+			t.Fatal(err)
+		}
+
+		h, err := l.TryAcquire(ctx, "k", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := origin.Publish(ctx, channel, "marker").Err(); err != nil {
+			t.Fatal(err)
+		}
+		if m, err := ps.ReceiveMessage(ctx); err != nil || m.Payload != "marker" {
+			t.Fatalf("first message after a release without waiters: %v, %v; want the marker", m, err)
+		}
+
+		h, err = l.TryAcquire(ctx, "k", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const backoff = time.Hour
+		got := make(chan error, 1)
+		go func() {
+			w, err := l.Acquire(ctx, "k", time.Minute, lock.WithReleaseNotify(), lock.WithRetry(lock.LinearRetry(backoff)))
+			if err == nil {
+				err = w.Release(context.WithoutCancel(ctx))
+			}
+			got <- err
+		}()
+		var pttl time.Duration
+		for pttl <= 0 && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+			pttl = c.PTTL(ctx, wk).Val()
+		}
+		if pttl <= backoff-time.Minute || pttl > backoff+time.Second {
+			t.Fatalf("waiters key TTL %v, want about the waiter's backoff %v", pttl, backoff)
+		}
+		if err := h.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if m, err := ps.ReceiveMessage(ctx); err != nil || m.Payload != "1" {
+			t.Fatalf("message after a release with a waiter: %v, %v", m, err)
+		}
+		if err := <-got; err != nil {
+			t.Fatalf("waiter: %v", err)
+		}
+		if n := c.Exists(ctx, wk).Val(); n != 0 {
+			t.Fatalf("waiters key left after the wake-up")
+		}
+	})
 }

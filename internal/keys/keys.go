@@ -10,7 +10,11 @@
 //	                                   (same layout as the Python redis-allocator)
 //	{<lock key>}|fence                 [STRING] fencing counter (INCR) of an untagged lock key
 //	{<tag>}|fence|<lock key>           [STRING] fencing counter of a lock key with hash tag <tag>
+//	{<lock key>}|waiters               [STRING] set while a client waits for the release of an
+//	                                   untagged lock key (with a TTL; see Waiters)
+//	{<tag>}|waiters|<lock key>         [STRING] the same for a lock key with hash tag <tag>
 //	<lock key>|released                [channel] published when an owner releases the key
+//	                                   while its waiters key exists
 //	{<prefix>|<suffix>}|pool           [SET]    members of a lock pool
 //	{<prefix>|<suffix>}:<key>          [STRING] lock key of a pool member
 //	{<prefix>|<suffix>}|fence          [STRING] fencing counter shared by a pool's members
@@ -87,14 +91,26 @@ func PoolFence(prefix, suffix string) string {
 // unless its prefix or key brings one, and the counter of a key with a tag
 // t starts with "{t}|fence|", which no lock key of a namespace without
 // braces in its suffix can produce.
-func Fence(lockKey string) string {
+func Fence(lockKey string) string { return sibling(lockKey, "fence") }
+
+// Waiters returns the key that marks lockKey as awaited: a client waiting
+// for the release notification sets it (with a TTL covering its wait), and
+// a release publishes on the Released channel only while it exists, so a
+// release nobody waits for costs no PUBLISH. It shares lockKey's slot and,
+// like Fence, never equals a lock key.
+func Waiters(lockKey string) string { return sibling(lockKey, "waiters") }
+
+// sibling returns the key named kind that belongs to lockKey, in its slot:
+// {<lockKey>}|kind when lockKey has no hash tag, {<tag>}|kind|<lockKey>
+// when it has.
+func sibling(lockKey, kind string) string {
 	if tag, ok := hashTag(lockKey); ok {
-		return "{" + tag + "}|fence|" + lockKey
+		return "{" + tag + "}|" + kind + "|" + lockKey
 	}
 	if !strings.Contains(lockKey, "}") {
-		return "{" + lockKey + "}|fence"
+		return "{" + lockKey + "}|" + kind
 	}
-	return "{" + tagForSlot(Slot(lockKey)) + "}|fence|" + lockKey
+	return "{" + tagForSlot(Slot(lockKey)) + "}|" + kind + "|" + lockKey
 }
 
 // Released returns the pub/sub channel announcing that lockKey was released.

@@ -15,6 +15,8 @@ func TestLayout(t *testing.T) {
 		{"fence", Fence("app|lock:k1"), "{app|lock:k1}|fence"},
 		{"fence tagged", Fence("{app}|lock:k1"), "{app}|fence|{app}|lock:k1"},
 		{"fence pool", Fence(PoolLock("app", "lock-pool", "k1")), "{app|lock-pool}|fence|{app|lock-pool}:k1"},
+		{"waiters", Waiters("app|lock:k1"), "{app|lock:k1}|waiters"},
+		{"waiters pool", Waiters(PoolLock("app", "lock-pool", "k1")), "{app|lock-pool}|waiters|{app|lock-pool}:k1"},
 		{"released", Released("app|lock:k1"), "app|lock:k1|released"},
 	}
 	for _, tt := range tests {
@@ -85,18 +87,33 @@ func TestNamespaceProblem(t *testing.T) {
 	}
 }
 
-// TestFenceNeverALockKey checks that no caller key of a namespace maps to
-// the fencing counter of another key of the same namespace.
-func TestFenceNeverALockKey(t *testing.T) {
+// TestSiblingNeverALockKey checks that no caller key of a namespace maps to
+// the fencing counter or waiters key of another key of the same namespace,
+// for plain and pool namespaces, and that both share the lock key's slot.
+func TestSiblingNeverALockKey(t *testing.T) {
+	siblings := map[string]func(string) string{"Fence": Fence, "Waiters": Waiters}
 	for _, prefix := range []string{"app", "{app}", "a{b", "x}y"} {
-		for _, key := range []string{"k", "k|fence", "{t}y", "{t}y|fence", "}", "{}"} {
-			lk := Lock(prefix, "lock", key)
-			f := Fence(lk)
-			if Slot(f) != Slot(lk) {
-				t.Errorf("Fence(%q) = %q in another slot", lk, f)
-			}
-			if rest, ok := strings.CutPrefix(f, prefix+"|lock:"); ok {
-				t.Errorf("Fence(%q) = %q is the lock key of caller key %q", lk, f, rest)
+		for _, key := range []string{"k", "k|fence", "k|waiters", "{t}y", "{t}y|fence", "}", "{}"} {
+			for name, sib := range siblings {
+				lk := Lock(prefix, "lock", key)
+				f := sib(lk)
+				if Slot(f) != Slot(lk) {
+					t.Errorf("%s(%q) = %q in another slot", name, lk, f)
+				}
+				if rest, ok := strings.CutPrefix(f, prefix+"|lock:"); ok {
+					t.Errorf("%s(%q) = %q is the lock key of caller key %q", name, lk, f, rest)
+				}
+				if strings.ContainsAny(prefix, "{}") {
+					continue // pool prefixes may not contain braces
+				}
+				pk := PoolLock(prefix, "lock-pool", key)
+				f = sib(pk)
+				if Slot(f) != Slot(pk) {
+					t.Errorf("%s(%q) = %q in another slot", name, pk, f)
+				}
+				if rest, ok := strings.CutPrefix(f, PoolLock(prefix, "lock-pool", "")); ok {
+					t.Errorf("%s(%q) = %q is the pool lock key of member %q", name, pk, f, rest)
+				}
 			}
 		}
 	}
