@@ -19,6 +19,8 @@ const (
 	numKeys  = 4096        // keys cycled through: op i uses key i mod numKeys
 	lockTTL  = time.Minute // TTL of every lock taken
 	PoolSize = 64          // go-redis pool size: more than the largest goroutine count
+	// BatchInFlight is the lock.WithBatching setting of the batched case.
+	BatchInFlight = 4
 )
 
 // floorScript is the no-op script of the floor case.
@@ -29,6 +31,7 @@ type env struct {
 	client *redis.Client
 	prefix string // namespace of every key this run touches
 	ours   *lock.Lock
+	batch  *lock.Lock // ours with WithBatching(BatchInFlight), same keys
 	bsm    *redislock.Client
 	keys   []string // caller keys given to redisallocator
 	rkeys  []string // the Redis keys they map to, given to the floor and bsm/redislock
@@ -43,10 +46,15 @@ func newEnv(client *redis.Client) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
+	batched, err := lock.New(client, prefix, lock.WithBatching(BatchInFlight))
+	if err != nil {
+		return nil, err
+	}
 	e := &env{
 		client: client,
 		prefix: prefix,
 		ours:   ours,
+		batch:  batched,
 		bsm:    redislock.New(client),
 		keys:   make([]string, numKeys),
 		rkeys:  make([]string, numKeys),
@@ -111,6 +119,7 @@ var impls = []impl{
 	{id: "floor", name: "floor: EVALSHA return 1", op: floorOp, sent: scriptCommands},
 	{id: "redisallocator", name: "redisallocator TryAcquire+Release", op: oursOp, sent: scriptCommands},
 	{id: "bsm-redislock", name: "bsm/redislock Obtain+Release", op: bsmOp, sent: scriptCommands},
+	{id: "redisallocator-batched", name: "redisallocator, WithBatching(4) TryAcquire+Release", op: batchedOp, sent: scriptCommands},
 	{id: "redisallocator-lockunlock", name: "redisallocator Lock+Unlock", op: lockUnlockOp, sent: []string{"set", "del"}},
 }
 
@@ -133,9 +142,13 @@ func floorOp(e *env) opFunc {
 	}
 }
 
-func oursOp(e *env) opFunc {
+func oursOp(e *env) opFunc { return acquireReleaseOp(e.ours, e.keys) }
+
+func batchedOp(e *env) opFunc { return acquireReleaseOp(e.batch, e.keys) }
+
+func acquireReleaseOp(l *lock.Lock, keys []string) opFunc {
 	return func(ctx context.Context, i int) (bool, error) {
-		h, err := e.ours.TryAcquire(ctx, e.keys[i], lockTTL)
+		h, err := l.TryAcquire(ctx, keys[i], lockTTL)
 		if errors.Is(err, lock.ErrNotObtained) {
 			return true, nil
 		}

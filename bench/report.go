@@ -84,6 +84,10 @@ type Report struct {
 	OursVsBsm map[int]float64 `json:"ours_vs_bsm"`
 	// OursVsBsmRange[n] holds the lower and upper quartiles of those ratios.
 	OursVsBsmRange map[int][2]float64 `json:"ours_vs_bsm_quartiles"`
+	// BatchedVsBsm and BatchedVsBsmRange are the same for redisallocator
+	// with WithBatching(BatchInFlight).
+	BatchedVsBsm      map[int]float64    `json:"batched_vs_bsm"`
+	BatchedVsBsmRange map[int][2]float64 `json:"batched_vs_bsm_quartiles"`
 	// VsFloor[n][impl] is impl ops/s divided by the floor's.
 	VsFloor map[int]map[string]float64 `json:"vs_floor"`
 	Scripts []ScriptCost               `json:"scripts"`
@@ -123,20 +127,22 @@ func Run(ctx context.Context, client *redis.Client, cfg Config) (*Report, error)
 	}()
 
 	rep := &Report{
-		Date:           time.Now().UTC().Format(time.RFC3339),
-		GoVersion:      runtime.Version(),
-		GOMAXPROCS:     runtime.GOMAXPROCS(0),
-		RedisVersion:   version,
-		Server:         cfg.Server,
-		LoadBefore:     loadAvg(),
-		Rounds:         cfg.Rounds,
-		Goroutines:     cfg.Goroutines,
-		Keys:           numKeys,
-		TTL:            lockTTL.String(),
-		PoolSize:       client.Options().PoolSize,
-		OursVsBsm:      map[int]float64{},
-		OursVsBsmRange: map[int][2]float64{},
-		VsFloor:        map[int]map[string]float64{},
+		Date:              time.Now().UTC().Format(time.RFC3339),
+		GoVersion:         runtime.Version(),
+		GOMAXPROCS:        runtime.GOMAXPROCS(0),
+		RedisVersion:      version,
+		Server:            cfg.Server,
+		LoadBefore:        loadAvg(),
+		Rounds:            cfg.Rounds,
+		Goroutines:        cfg.Goroutines,
+		Keys:              numKeys,
+		TTL:               lockTTL.String(),
+		PoolSize:          client.Options().PoolSize,
+		OursVsBsm:         map[int]float64{},
+		OursVsBsmRange:    map[int][2]float64{},
+		BatchedVsBsm:      map[int]float64{},
+		BatchedVsBsmRange: map[int][2]float64{},
+		VsFloor:           map[int]map[string]float64{},
 	}
 	if cfg.Ops > 0 {
 		rep.OpsPerRun = cfg.Ops
@@ -208,16 +214,9 @@ func Run(ctx context.Context, client *redis.Client, cfg Config) (*Report, error)
 		c.RedisUsecPerOp, c.RedisCPUUsecPerOp = median(rus), median(rcpu)
 	}
 	for _, n := range cfg.Goroutines {
-		ours, bsm, floor := rep.find("redisallocator", n), rep.find("bsm-redislock", n), rep.find("floor", n)
-		// Each round runs both cases back to back, so the ratio within a
-		// round cancels the machine's drift; report the median of those.
-		var ratios []float64
-		for r := range ours.Runs {
-			ratios = append(ratios, ours.Runs[r].OpsPerSec/bsm.Runs[r].OpsPerSec)
-		}
-		slices.Sort(ratios)
-		rep.OursVsBsm[n] = median(ratios)
-		rep.OursVsBsmRange[n] = [2]float64{ratios[len(ratios)/4], ratios[(3*len(ratios))/4]}
+		bsm, floor := rep.find("bsm-redislock", n), rep.find("floor", n)
+		rep.OursVsBsm[n], rep.OursVsBsmRange[n] = roundRatios(rep.find("redisallocator", n), bsm)
+		rep.BatchedVsBsm[n], rep.BatchedVsBsmRange[n] = roundRatios(rep.find("redisallocator-batched", n), bsm)
 		rep.VsFloor[n] = map[string]float64{}
 		for _, im := range impls[1:] {
 			rep.VsFloor[n][im.id] = rep.find(im.id, n).OpsPerSec / floor.OpsPerSec
@@ -235,6 +234,18 @@ func Run(ctx context.Context, client *redis.Client, cfg Config) (*Report, error)
 	rep.Scripts = append(rep.Scripts, referenceCosts(rep)...)
 	rep.LoadAfter = loadAvg()
 	return rep, nil
+}
+
+// roundRatios returns the median and quartiles of a's ops/s divided by b's
+// within each round: both run back to back in a round, so the ratio cancels
+// the machine's drift.
+func roundRatios(a, b *CaseResult) (float64, [2]float64) {
+	var ratios []float64
+	for r := range a.Runs {
+		ratios = append(ratios, a.Runs[r].OpsPerSec/b.Runs[r].OpsPerSec)
+	}
+	slices.Sort(ratios)
+	return median(ratios), [2]float64{ratios[len(ratios)/4], ratios[(3*len(ratios))/4]}
 }
 
 // roundOrder returns the cases in forward order on even rounds and reversed
@@ -298,6 +309,8 @@ func (rep *Report) Print(out io.Writer) {
 	for _, n := range rep.Goroutines {
 		q := rep.OursVsBsmRange[n]
 		fmt.Fprintf(out, "  goroutines=%-3d redisallocator Acquire+Release vs bsm/redislock Obtain+Release: %.3f (median of per-round ratios; quartiles %.3f–%.3f)\n", n, rep.OursVsBsm[n], q[0], q[1])
+		q = rep.BatchedVsBsmRange[n]
+		fmt.Fprintf(out, "  goroutines=%-3d   the same with WithBatching(%d):                               %.3f (quartiles %.3f–%.3f)\n", n, BatchInFlight, rep.BatchedVsBsm[n], q[0], q[1])
 	}
 	for _, n := range rep.Goroutines {
 		fmt.Fprintf(out, "  goroutines=%-3d vs floor (1 round trip/op; lock cases need 2):", n)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/redisallocator/redisallocator/internal/batch"
 	"github.com/redisallocator/redisallocator/internal/keys"
 	"github.com/redisallocator/redisallocator/internal/script"
 )
@@ -35,7 +36,10 @@ func New(client redis.UniversalClient, prefix string, opts ...Option) (*Lock, er
 	if p := keys.NamespaceProblem(prefix, c.suffix, false); p != "" {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidKey, p)
 	}
-	b := &redisBackend{c: client, key: func(k string) string { return keys.Lock(prefix, c.suffix, k) }, fence: keys.Fence}
+	b, err := newRedisBackend(client, c, func(k string) string { return keys.Lock(prefix, c.suffix, k) }, keys.Fence)
+	if err != nil {
+		return nil, err
+	}
 	return &Lock{core: core{b: b, eps: c.eps}, prefix: prefix, suffix: c.suffix}, nil
 }
 
@@ -47,44 +51,78 @@ func (l *Lock) Key(key string) string { return keys.Lock(l.prefix, l.suffix, key
 // Redis key, fence a Redis key to its fencing counter.
 type redisBackend struct {
 	c     redis.UniversalClient
+	p     script.Processor // sends the commands of operations: c, or a batcher in front of it
 	key   func(string) string
 	fence func(string) string
 }
 
+// newRedisBackend returns the backend of a namespace on client, batching
+// concurrent commands when c.batch > 0.
+func newRedisBackend(client redis.UniversalClient, c config, key, fence func(string) string) (*redisBackend, error) {
+	b := &redisBackend{c: client, p: client, key: key, fence: fence}
+	if c.batch > 0 {
+		bt, err := batch.New(client, c.batch)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+		}
+		b.p = bt
+	}
+	return b, nil
+}
+
+// set builds SET key value [PX ttl] [NX].
+func set(key, value string, ttl time.Duration, nx bool) []any {
+	a := []any{"set", key, value}
+	if ms, _ := ttlMillis(ttl); ms > 0 {
+		a = append(a, "px", ms)
+	}
+	if nx {
+		a = append(a, "nx")
+	}
+	return a
+}
+
 func (r *redisBackend) lock(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
-	return r.c.SetNX(ctx, r.key(key), value, max(ttl, 0)).Result()
+	cmd := redis.NewBoolCmd(ctx, set(r.key(key), value, ttl, true)...)
+	err := r.p.Process(ctx, cmd)
+	return cmd.Val(), err
 }
 
 func (r *redisBackend) rlock(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
 	ms, _ := ttlMillis(ttl)
-	n, err := runInt(ctx, r.c, rlockScript, []string{r.key(key)}, value, ms)
+	n, err := runInt(ctx, r.p, rlockScript, []string{r.key(key)}, value, ms)
 	return n == 1, err
 }
 
 func (r *redisBackend) update(ctx context.Context, key, value string, ttl time.Duration) error {
-	return r.c.Set(ctx, r.key(key), value, max(ttl, 0)).Err()
+	return r.p.Process(ctx, redis.NewStatusCmd(ctx, set(r.key(key), value, ttl, false)...))
 }
 
 func (r *redisBackend) unlock(ctx context.Context, key string) (bool, error) {
-	n, err := r.c.Del(ctx, r.key(key)).Result()
-	return n > 0, err
+	cmd := redis.NewIntCmd(ctx, "del", r.key(key))
+	err := r.p.Process(ctx, cmd)
+	return cmd.Val() > 0, err
 }
 
 func (r *redisBackend) exists(ctx context.Context, key string) (bool, error) {
-	n, err := r.c.Exists(ctx, r.key(key)).Result()
-	return n > 0, err
+	cmd := redis.NewIntCmd(ctx, "exists", r.key(key))
+	err := r.p.Process(ctx, cmd)
+	return cmd.Val() > 0, err
 }
 
 func (r *redisBackend) value(ctx context.Context, key string) (string, bool, error) {
-	v, err := r.c.Get(ctx, r.key(key)).Result()
+	cmd := redis.NewStringCmd(ctx, "get", r.key(key))
+	err := r.p.Process(ctx, cmd)
 	if errors.Is(err, redis.Nil) {
 		return "", false, nil
 	}
-	return v, err == nil, err
+	return cmd.Val(), err == nil, err
 }
 
 func (r *redisBackend) pttl(ctx context.Context, key string) (time.Duration, error) {
-	return r.c.PTTL(ctx, r.key(key)).Result()
+	cmd := redis.NewDurationCmd(ctx, time.Millisecond, "pttl", r.key(key))
+	err := r.p.Process(ctx, cmd)
+	return cmd.Val(), err
 }
 
 func (r *redisBackend) cond(ctx context.Context, key string, op Op, compare, eps float64, del bool, value string, ttl time.Duration) (int, error) {
@@ -93,7 +131,7 @@ func (r *redisBackend) cond(ctx context.Context, key string, op Op, compare, eps
 		mode = "del"
 	}
 	ms, _ := ttlMillis(ttl)
-	n, err := runInt(ctx, r.c, condScript, []string{r.key(key)}, op.String(), formatFloat(compare), formatFloat(eps), mode, value, ms)
+	n, err := runInt(ctx, r.p, condScript, []string{r.key(key)}, op.String(), formatFloat(compare), formatFloat(eps), mode, value, ms)
 	return int(n), err
 }
 
@@ -104,9 +142,9 @@ func (r *redisBackend) acquire(ctx context.Context, sk, token string, ttl, await
 	var n int64
 	var err error
 	if await > 0 {
-		n, err = runInt(ctx, r.c, acquireScript, []string{sk, r.fence(sk), keys.Waiters(sk)}, token, ms, awaitMillis(await))
+		n, err = runInt(ctx, r.p, acquireScript, []string{sk, r.fence(sk), keys.Waiters(sk)}, token, ms, awaitMillis(await))
 	} else {
-		n, err = runInt(ctx, r.c, acquireScript, []string{sk, r.fence(sk)}, token, ms)
+		n, err = runInt(ctx, r.p, acquireScript, []string{sk, r.fence(sk)}, token, ms)
 	}
 	switch {
 	case err != nil:
@@ -123,12 +161,12 @@ func (r *redisBackend) acquire(ctx context.Context, sk, token string, ttl, await
 
 func (r *redisBackend) refresh(ctx context.Context, sk, token string, ttl time.Duration) (bool, error) {
 	ms, _ := ttlMillis(ttl)
-	n, err := runInt(ctx, r.c, refreshScript, []string{sk}, token, ms)
+	n, err := runInt(ctx, r.p, refreshScript, []string{sk}, token, ms)
 	return n == 1, err
 }
 
 func (r *redisBackend) release(ctx context.Context, sk, token string) (bool, error) {
-	n, err := runInt(ctx, r.c, releaseScript, []string{sk, keys.Waiters(sk)}, token, keys.Released(sk))
+	n, err := runInt(ctx, r.p, releaseScript, []string{sk, keys.Waiters(sk)}, token, keys.Released(sk))
 	return n == 1, err
 }
 
@@ -166,7 +204,7 @@ func (w *redisWaiter) wait(ctx context.Context, d time.Duration) error {
 func (w *redisWaiter) close() error { return w.ps.Close() }
 
 // runInt runs s and decodes an integer reply.
-func runInt(ctx context.Context, c redis.Scripter, s *script.Script, keys []string, args ...any) (int64, error) {
+func runInt(ctx context.Context, c script.Processor, s *script.Script, keys []string, args ...any) (int64, error) {
 	v, err := s.Run(ctx, c, keys, args...).Result()
 	if err != nil {
 		return 0, err

@@ -57,6 +57,20 @@ func clusterTarget() target {
 	}
 }
 
+// batchedTarget is the single node with WithBatching(1), so that concurrent
+// operations of a test share pipelines as often as possible.
+func batchedTarget() target {
+	return target{
+		name: "batched",
+		newLocker: func(t *testing.T) lock.Locker {
+			return mustNew(t, redistest.Client(t), redistest.Namespace(t), lock.WithBatching(1))
+		},
+		newPool: func(t *testing.T) *lock.Pool {
+			return mustPool(t, redistest.Client(t), redistest.Namespace(t), lock.WithBatching(1))
+		},
+	}
+}
+
 func memoryTarget() target {
 	return target{
 		name:      "memory",
@@ -66,10 +80,10 @@ func memoryTarget() target {
 }
 
 // forEachTarget runs fn as a parallel subtest against the single node, the
-// cluster and the in-memory twin.
+// single node with batching, the cluster and the in-memory twin.
 func forEachTarget(t *testing.T, fn func(t *testing.T, tg target)) {
 	t.Helper()
-	for _, tg := range []target{singleTarget(), clusterTarget(), memoryTarget()} {
+	for _, tg := range []target{singleTarget(), batchedTarget(), clusterTarget(), memoryTarget()} {
 		t.Run(tg.name, func(t *testing.T) {
 			t.Parallel()
 			fn(t, tg)

@@ -25,6 +25,7 @@ type config struct {
 	suffix    string
 	suffixSet bool
 	eps       float64
+	batch     int
 }
 
 // WithSuffix sets the namespace suffix: keys are <prefix>|<suffix>:<key>.
@@ -40,6 +41,22 @@ func WithEpsilon(eps float64) Option {
 	return func(c *config) { c.eps = eps }
 }
 
+// WithBatching makes the namespace batch the commands of concurrent
+// operations: while maxInFlight of its commands are on their way to Redis,
+// further ones queue, and when one returns the whole queue leaves in one
+// pipeline. Every operation is still one round trip, and a caller alone
+// sends at once as without batching; under load one round trip carries many
+// operations, which saves system calls on both sides (about 3× the
+// throughput of 50 goroutines on one client on the 2-core test machine; see
+// bench/README.md). A queued operation waits for the round trip in flight to
+// finish first, so with few goroutines on a distant server batching can add
+// latency: measure before enabling it. maxInFlight must be ≥ 0; 0, the
+// default, sends every command on its own. Subscriptions and the pool's
+// membership commands are never batched. The in-memory twin ignores it.
+func WithBatching(maxInFlight int) Option {
+	return func(c *config) { c.batch = maxInFlight }
+}
+
 func newConfig(defaultSuffix string, opts []Option) (config, error) {
 	c := config{suffix: defaultSuffix, eps: DefaultEpsilon}
 	for _, o := range opts {
@@ -47,6 +64,9 @@ func newConfig(defaultSuffix string, opts []Option) (config, error) {
 	}
 	if c.eps < 0 || math.IsNaN(c.eps) || math.IsInf(c.eps, 0) {
 		return c, fmt.Errorf("%w: epsilon %v", ErrInvalidArgument, c.eps)
+	}
+	if c.batch < 0 {
+		return c, fmt.Errorf("%w: batching with %d commands in flight", ErrInvalidArgument, c.batch)
 	}
 	return c, nil
 }

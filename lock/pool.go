@@ -63,10 +63,11 @@ func NewPool(client redis.UniversalClient, prefix string, opts ...Option) (*Pool
 	}
 	lockPrefix := keys.PoolLock(prefix, c.suffix, "")
 	poolFence := keys.PoolFence(prefix, c.suffix)
-	b := &redisBackend{
-		c:     client,
-		key:   func(k string) string { return lockPrefix + k },
-		fence: func(string) string { return poolFence },
+	b, err := newRedisBackend(client, c,
+		func(k string) string { return lockPrefix + k },
+		func(string) string { return poolFence })
+	if err != nil {
+		return nil, err
 	}
 	p := &redisPool{c: client, set: keys.PoolSet(prefix, c.suffix), lockPrefix: lockPrefix}
 	return &Pool{core: core{b: b, eps: c.eps}, p: p}, nil

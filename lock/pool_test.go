@@ -135,4 +135,10 @@ func TestNewPoolRejectsBraces(t *testing.T) {
 	if _, err := lock.New(c, "app", lock.WithEpsilon(-1)); !errors.Is(err, lock.ErrInvalidArgument) {
 		t.Fatalf("New with a negative epsilon: %v", err)
 	}
+	if _, err := lock.New(c, "app", lock.WithBatching(-1)); !errors.Is(err, lock.ErrInvalidArgument) {
+		t.Fatalf("New with negative batching: %v", err)
+	}
+	if _, err := lock.NewPool(c, "app", lock.WithBatching(-1)); !errors.Is(err, lock.ErrInvalidArgument) {
+		t.Fatalf("NewPool with negative batching: %v", err)
+	}
 }

@@ -23,7 +23,7 @@ import (
 // The contender processes of TestMutualExclusionAcrossProcesses are this
 // test binary started again with these variables set.
 const (
-	helperEnv      = "LOCK_TEST_CONTENDER" // "single" or "cluster"
+	helperEnv      = "LOCK_TEST_CONTENDER" // "single", "batched" or "cluster"
 	helperAddrs    = "LOCK_TEST_ADDRS"     // comma-separated addresses
 	helperNS       = "LOCK_TEST_NAMESPACE"
 	helperDir      = "LOCK_TEST_DIR" // holds the shared state files
@@ -88,6 +88,10 @@ func TestMutualExclusionAcrossProcesses(t *testing.T) {
 		t.Parallel()
 		run(t, "single", []string{redistest.Addr(t)})
 	})
+	t.Run("batched", func(t *testing.T) {
+		t.Parallel()
+		run(t, "batched", []string{redistest.Addr(t)})
+	})
 	t.Run("cluster", func(t *testing.T) {
 		t.Parallel()
 		redistest.StartCluster(t)
@@ -105,7 +109,11 @@ func runContender() int {
 		c = redis.NewClient(&redis.Options{Addr: addrs[0], PoolSize: 128})
 	}
 	defer c.Close()
-	l, err := lock.New(c, os.Getenv(helperNS))
+	var opts []lock.Option
+	if os.Getenv(helperEnv) == "batched" {
+		opts = append(opts, lock.WithBatching(1))
+	}
+	l, err := lock.New(c, os.Getenv(helperNS), opts...)
 	if err != nil {
 		fmt.Println(err)
 		return 2

@@ -19,47 +19,55 @@ func TestRoundTrips(t *testing.T) {
 		ctx := ctxT(t)
 		hook := &countHook{}
 		hc := newClientLike(t, c, hook)
-		l := mustNew(t, hc, redistest.Namespace(t))
-		p := mustPool(t, hc, redistest.Namespace(t))
-		var h *lock.Held
-		ops := []struct {
-			name string
-			run  func() error
-		}{
-			{"Lock", func() error { _, err := l.Lock(ctx, "k", "v", time.Minute); return err }},
-			{"RLock", func() error { _, err := l.RLock(ctx, "k", "v", time.Minute); return err }},
-			{"IsLocked", func() error { _, err := l.IsLocked(ctx, "k"); return err }},
-			{"Value", func() error { _, _, err := l.Value(ctx, "k"); return err }},
-			{"Status", func() error { _, err := l.Status(ctx, "k", time.Minute); return err }},
-			{"Update", func() error { return l.Update(ctx, "k", "1", time.Minute) }},
-			{"SetIf", func() error { _, err := l.SetIf(ctx, "k", lock.GT, 2, 2, 0); return err }},
-			{"DeleteIf", func() error { _, err := l.DeleteIf(ctx, "k", lock.GT, 3); return err }},
-			{"Unlock", func() error { _, err := l.Unlock(ctx, "k"); return err }},
-			{"TryAcquire", func() (err error) { h, err = l.TryAcquire(ctx, "h", time.Minute); return err }},
-			{"Refresh", func() error { return h.Refresh(ctx, time.Minute) }},
-			{"Release", func() error { return h.Release(ctx) }},
-			{"Acquire (free key)", func() (err error) { h, err = l.Acquire(ctx, "h", time.Minute); return err }},
-			{"Release", func() error { return h.Release(ctx) }},
-			{"Pool.Extend", func() error { return p.Extend(ctx, "a", "b", "c") }},
-			{"Pool.Assign", func() error { return p.Assign(ctx, "a", "b") }},
-			{"Pool.Statuses", func() error { _, err := p.Statuses(ctx); return err }},
-			{"Pool.HealthCheck", func() error { _, _, err := p.HealthCheck(ctx); return err }},
-			{"Pool.Keys", func() error { _, err := p.Keys(ctx); return err }},
-		}
-		// The first pass loads the scripts into the cache of the node owning
-		// each key (EVALSHA, then EVAL on NOSCRIPT); the second pass counts.
-		for pass := range 2 {
-			for _, op := range ops {
-				before := hook.n.Load()
-				if err := op.run(); err != nil {
-					t.Fatalf("pass %d: %s: %v", pass, op.name, err)
-				}
-				if n := hook.n.Load() - before; pass == 1 && n != 1 {
-					t.Errorf("%s: %d round trips, want 1", op.name, n)
-				}
-			}
+		for _, batching := range []int{0, 1} {
+			countRoundTrips(t, ctx, hook, mustNew(t, hc, redistest.Namespace(t), lock.WithBatching(batching)),
+				mustPool(t, hc, redistest.Namespace(t), lock.WithBatching(batching)))
 		}
 	})
+}
+
+// countRoundTrips checks that each operation of l and p, called alone, is
+// one round trip.
+func countRoundTrips(t *testing.T, ctx context.Context, hook *countHook, l *lock.Lock, p *lock.Pool) {
+	t.Helper()
+	var h *lock.Held
+	ops := []struct {
+		name string
+		run  func() error
+	}{
+		{"Lock", func() error { _, err := l.Lock(ctx, "k", "v", time.Minute); return err }},
+		{"RLock", func() error { _, err := l.RLock(ctx, "k", "v", time.Minute); return err }},
+		{"IsLocked", func() error { _, err := l.IsLocked(ctx, "k"); return err }},
+		{"Value", func() error { _, _, err := l.Value(ctx, "k"); return err }},
+		{"Status", func() error { _, err := l.Status(ctx, "k", time.Minute); return err }},
+		{"Update", func() error { return l.Update(ctx, "k", "1", time.Minute) }},
+		{"SetIf", func() error { _, err := l.SetIf(ctx, "k", lock.GT, 2, 2, 0); return err }},
+		{"DeleteIf", func() error { _, err := l.DeleteIf(ctx, "k", lock.GT, 3); return err }},
+		{"Unlock", func() error { _, err := l.Unlock(ctx, "k"); return err }},
+		{"TryAcquire", func() (err error) { h, err = l.TryAcquire(ctx, "h", time.Minute); return err }},
+		{"Refresh", func() error { return h.Refresh(ctx, time.Minute) }},
+		{"Release", func() error { return h.Release(ctx) }},
+		{"Acquire (free key)", func() (err error) { h, err = l.Acquire(ctx, "h", time.Minute); return err }},
+		{"Release", func() error { return h.Release(ctx) }},
+		{"Pool.Extend", func() error { return p.Extend(ctx, "a", "b", "c") }},
+		{"Pool.Assign", func() error { return p.Assign(ctx, "a", "b") }},
+		{"Pool.Statuses", func() error { _, err := p.Statuses(ctx); return err }},
+		{"Pool.HealthCheck", func() error { _, _, err := p.HealthCheck(ctx); return err }},
+		{"Pool.Keys", func() error { _, err := p.Keys(ctx); return err }},
+	}
+	// The first pass loads the scripts into the cache of the node owning
+	// each key (EVALSHA, then EVAL on NOSCRIPT); the second pass counts.
+	for pass := range 2 {
+		for _, op := range ops {
+			before := hook.n.Load()
+			if err := op.run(); err != nil {
+				t.Fatalf("pass %d: %s: %v", pass, op.name, err)
+			}
+			if n := hook.n.Load() - before; pass == 1 && n != 1 {
+				t.Errorf("%s: %d round trips, want 1", op.name, n)
+			}
+		}
+	}
 }
 
 // TestSeedKeyLayout checks that a lock is stored where the Python

@@ -21,13 +21,13 @@ var ErrReply = errors.New("unexpected script reply")
 
 // Script is one embedded Lua script.
 type Script struct {
-	name string
-	s    *redis.Script
+	name, src string
+	s         *redis.Script
 }
 
 // New wraps the Lua source src, read from the file name (used in errors).
 func New(name, src string) *Script {
-	return &Script{name: name, s: redis.NewScript(src)}
+	return &Script{name: name, src: src, s: redis.NewScript(src)}
 }
 
 // Name returns the file name of the script.
@@ -36,9 +36,32 @@ func (s *Script) Name() string { return s.name }
 // Hash returns the SHA1 digest that EVALSHA uses.
 func (s *Script) Hash() string { return s.s.Hash() }
 
-// Run executes the script with EVALSHA, falling back to EVAL on NOSCRIPT.
-func (s *Script) Run(ctx context.Context, c redis.Scripter, keys []string, args ...any) *redis.Cmd {
-	return s.s.Run(ctx, c, keys, args...)
+// Processor sends one command and waits for its reply: every
+// redis.UniversalClient is one, and so is a batch.Batcher.
+type Processor interface {
+	Process(ctx context.Context, cmd redis.Cmder) error
+}
+
+// Run executes the script with EVALSHA through p, falling back to EVAL on
+// NOSCRIPT.
+func (s *Script) Run(ctx context.Context, p Processor, keys []string, args ...any) *redis.Cmd {
+	cmd := s.cmd(ctx, "evalsha", s.s.Hash(), keys, args)
+	if err := p.Process(ctx, cmd); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		cmd = s.cmd(ctx, "eval", s.src, keys, args)
+		_ = p.Process(ctx, cmd)
+	}
+	return cmd
+}
+
+// cmd builds an EVAL or EVALSHA command.
+func (s *Script) cmd(ctx context.Context, name, body string, keys []string, args []any) *redis.Cmd {
+	a := make([]any, 0, 3+len(keys)+len(args))
+	a = append(a, name, body, len(keys))
+	for _, k := range keys {
+		a = append(a, k)
+	}
+	a = append(a, args...)
+	return redis.NewCmd(ctx, a...)
 }
 
 // Load loads the script into the script cache (of every master, for a
