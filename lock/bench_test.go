@@ -17,10 +17,10 @@ import (
 // Goroutines: 1 runs the loop serially; 50 uses b.RunParallel with
 // SetParallelism so that 50 goroutines share the client.
 
-func benchLocker(b *testing.B) *lock.Lock {
+func benchLocker(b *testing.B, opts ...lock.Option) *lock.Lock {
 	b.Helper()
 	c := redistest.Client(b)
-	l, err := lock.New(c, redistest.Namespace(b))
+	l, err := lock.New(c, redistest.Namespace(b), opts...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -67,9 +67,19 @@ func BenchmarkLockUnlock(b *testing.B) {
 }
 
 func BenchmarkAcquireRelease(b *testing.B) {
+	benchAcquireRelease(b)
+}
+
+// BenchmarkAcquireReleaseBatched is BenchmarkAcquireRelease with
+// WithBatching(4).
+func BenchmarkAcquireReleaseBatched(b *testing.B) {
+	benchAcquireRelease(b, lock.WithBatching(4))
+}
+
+func benchAcquireRelease(b *testing.B, opts ...lock.Option) {
 	for _, g := range []int{1, 50} {
 		b.Run("goroutines="+strconv.Itoa(g), func(b *testing.B) {
-			ctx, l := b.Context(), benchLocker(b)
+			ctx, l := b.Context(), benchLocker(b, opts...)
 			runBench(b, g, func(key string) error {
 				h, err := l.TryAcquire(ctx, key, time.Minute)
 				if err != nil {

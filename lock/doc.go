@@ -26,7 +26,12 @@
 // holder releases: while it waits, its attempts keep a waiters key (in the
 // lock key's slot, expiring after the wait) alive, and a release publishes
 // only while that key exists, so a release nobody waits for sends no
-// PUBLISH (which Redis Cluster would broadcast to every node). Pool.Statuses and Pool.HealthCheck run over all members
+// PUBLISH (which Redis Cluster would broadcast to every node).
+//
+// With WithBatching, operations that many goroutines run at once share
+// pipelines: each is still one round trip, but a round trip then carries
+// many of them, which saves system calls on the client and on Redis (2.5×
+// the throughput of 50 goroutines on the 2-core test machine). Pool.Statuses and Pool.HealthCheck run over all members
 // in one script, which blocks Redis for a time that grows with the pool.
 //
 // # Client retries
