@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redisallocator/redisallocator/lock"
@@ -109,4 +111,31 @@ func ExampleNewMemory() {
 	// Output:
 	// true
 	// <nil>
+}
+
+func ExampleWithBatching() {
+	ctx := context.Background()
+	// Many goroutines lock through one namespace: with batching, the
+	// operations that queue behind 4 in-flight ones share one pipeline.
+	locks, err := lock.New(exampleClient(), exampleNamespace("jobs"), lock.WithBatching(4))
+	if err != nil {
+		panic(err)
+	}
+
+	var wg sync.WaitGroup
+	var taken atomic.Int64
+	for i := range 100 {
+		wg.Go(func() {
+			h, err := locks.TryAcquire(ctx, fmt.Sprintf("job-%d", i), time.Minute)
+			if err != nil {
+				return
+			}
+			taken.Add(1)
+			_ = h.Release(ctx)
+		})
+	}
+	wg.Wait()
+	fmt.Println("jobs locked and released:", taken.Load())
+	// Output:
+	// jobs locked and released: 100
 }

@@ -50,7 +50,9 @@ func WithEpsilon(eps float64) Option {
 // throughput of 50 goroutines on one client on the 2-core test machine; see
 // bench/README.md). A queued operation waits for the round trip in flight to
 // finish first, so with few goroutines on a distant server batching can add
-// latency: measure before enabling it. maxInFlight must be ≥ 0; 0, the
+// latency: measure before enabling it. An operation whose command has left
+// the queue waits for its reply even when its context ends, within the
+// client's read and write timeouts. maxInFlight must be ≥ 0; 0, the
 // default, sends every command on its own. Subscriptions and the pool's
 // membership commands are never batched. The in-memory twin ignores it.
 func WithBatching(maxInFlight int) Option {
