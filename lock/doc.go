@@ -42,7 +42,9 @@
 // and succeeds, and a handle whose release outcome is unknown reports the
 // loss. For the parity API a resent Lock may report false for a lock it
 // took, and a resent SetIf or DeleteIf may report that the condition
-// failed. Set MaxRetries to -1 when those answers must be exact.
+// failed. Set MaxRetries to -1 when those answers must be exact. With
+// WithBatching the same holds for a whole pipeline: go-redis resends it after
+// a network error, which the owner API tolerates as above.
 //
 // # Lifetime of keys
 //

@@ -3,6 +3,7 @@ package lock_test
 import (
 	"context"
 	"errors"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -247,6 +248,28 @@ func TestReleaseNotifyChain(t *testing.T) {
 			if f <= h.Fence() {
 				t.Fatalf("fence %d not above the first holder's %d", f, h.Fence())
 			}
+		}
+	})
+}
+
+// TestNotifyWithEndlessBackoff waits only for the notification: a retry
+// delay near the largest Duration must not overflow the announced wait.
+func TestNotifyWithEndlessBackoff(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg target) {
+		ctx, l := ctxT(t), tg.newLocker(t)
+		h, err := l.TryAcquire(ctx, "k", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			time.Sleep(100 * time.Millisecond)
+			_ = h.Release(context.WithoutCancel(ctx))
+		}()
+		waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if _, err := l.Acquire(waitCtx, "k", time.Minute, lock.WithReleaseNotify(),
+			lock.WithRetry(lock.LinearRetry(math.MaxInt64))); err != nil {
+			t.Fatalf("Acquire with an endless backoff: %v", err)
 		}
 	})
 }

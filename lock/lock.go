@@ -70,11 +70,12 @@ func newRedisBackend(client redis.UniversalClient, c config, key, fence func(str
 	return b, nil
 }
 
-// set builds SET key value [PX ttl] [NX].
+// set builds SET key value [PX ttl] [NX]. ttl ≤ 0 sets no expiry; a
+// positive ttl has been checked to be at least a millisecond.
 func set(key, value string, ttl time.Duration, nx bool) []any {
 	a := []any{"set", key, value}
-	if ms, _ := ttlMillis(ttl); ms > 0 {
-		a = append(a, "px", ms)
+	if ttl > 0 {
+		a = append(a, "px", max(ttl.Milliseconds(), 1))
 	}
 	if nx {
 		a = append(a, "nx")
@@ -187,8 +188,12 @@ const awaitSlack = 250 * time.Millisecond
 // awaitMillis returns the TTL of the waiters key for a client that waits at
 // most d, in whole milliseconds.
 func awaitMillis(d time.Duration) int64 {
-	return (d + awaitSlack + time.Millisecond - 1).Milliseconds()
+	return (min(d, maxAwait) + awaitSlack + time.Millisecond - 1).Milliseconds()
 }
+
+// maxAwait caps the announced wait, so that a retry delay near the largest
+// Duration (waiting only for the notification) cannot overflow.
+const maxAwait = 365 * 24 * time.Hour
 
 // redisWaiter waits for messages on a release channel.
 type redisWaiter struct {

@@ -9,7 +9,9 @@ import (
 // RetryStrategy decides how long Acquire waits before the next attempt.
 // NextBackoff is called with the number of failed attempts so far (1 after
 // the first failure) and returns the delay and whether to try again at all.
-// Implementations must be safe for concurrent use.
+// Implementations must be safe for concurrent use. With WithReleaseNotify,
+// Acquire draws the delay before an attempt (to announce how long it will
+// wait), so NextBackoff can be called for an attempt that then succeeds.
 type RetryStrategy interface {
 	NextBackoff(failures int) (time.Duration, bool)
 }

@@ -69,9 +69,8 @@ func (b *Batcher) Process(ctx context.Context, cmd redis.Cmder) error {
 	if b.inflight < b.max {
 		b.inflight++
 		b.mu.Unlock()
-		err := b.c.Process(ctx, cmd)
-		b.next()
-		return err
+		defer b.next() // even when a hook panics, so the slot is not lost
+		return b.c.Process(ctx, cmd)
 	}
 	cl := &call{cmd: cmd, done: make(chan struct{})}
 	b.queue = append(b.queue, cl)
@@ -129,6 +128,12 @@ func (b *Batcher) next() {
 // send sends a batch in one pipeline, wakes its callers and passes the slot
 // on. ctx carries no cancellation: the callers wait for their replies.
 func (b *Batcher) send(ctx context.Context, q []*call) {
+	defer func() { // even when a hook panics, so nobody waits forever
+		for _, cl := range q[1:] {
+			close(cl.done)
+		}
+		b.next()
+	}()
 	if len(q) == 1 {
 		_ = b.c.Process(ctx, q[0].cmd)
 	} else {
@@ -138,8 +143,4 @@ func (b *Batcher) send(ctx context.Context, q []*call) {
 		}
 		_, _ = pipe.Exec(ctx) // each command carries its own error
 	}
-	for _, cl := range q[1:] {
-		close(cl.done)
-	}
-	b.next()
 }

@@ -243,3 +243,46 @@ func TestCancelledBeforeSending(t *testing.T) {
 		t.Fatalf("Process with a cancelled context: %v, cmd %v", err, cmd.Err())
 	}
 }
+
+// panicHook panics on GET, as a faulty user hook might.
+type panicHook struct{}
+
+func (panicHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (panicHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "get" {
+			panic("hook failure")
+		}
+		return next(ctx, cmd)
+	}
+}
+func (panicHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestPanicFreesTheSlot checks that a panic while sending does not leave
+// the send slot taken for ever.
+func TestPanicFreesTheSlot(t *testing.T) {
+	c := redistest.Client(t)
+	c.AddHook(panicHook{})
+	b := mustNew(t, c, 1)
+	ctx := t.Context()
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("the hook's panic did not reach the caller")
+			}
+		}()
+		_ = b.Process(ctx, redis.NewStringCmd(ctx, "get", "k"))
+	}()
+	done := make(chan error, 1)
+	go func() { done <- b.Process(ctx, redis.NewStatusCmd(ctx, "ping")) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the slot stayed taken after a panic")
+	}
+}
