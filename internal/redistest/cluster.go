@@ -42,6 +42,26 @@ func StartCluster(t testing.TB) *redis.ClusterClient {
 	return c
 }
 
+// PrivateCluster starts a 3-master Redis Cluster for one test, like the shared
+// one StartCluster uses, for tests that pause, slow down or break nodes. It
+// returns a client of it; Addrs in the client's options lists the masters. The
+// nodes are stopped and their directories removed at t.Cleanup.
+func PrivateCluster(t testing.TB) *redis.ClusterClient {
+	t.Helper()
+	c, err := startCluster()
+	if err != nil {
+		fatalStart(t, "private Redis Cluster", err)
+	}
+	t.Cleanup(func() {
+		if err := c.destroy(); err != nil {
+			t.Errorf("redistest: %v", err)
+		}
+	})
+	cc := newClusterClient(c.addrs())
+	closeAtCleanup(t, cc)
+	return cc
+}
+
 // ClusterAddrs returns the master addresses of the shared cluster (starting it if needed).
 func ClusterAddrs(t testing.TB) []string {
 	t.Helper()

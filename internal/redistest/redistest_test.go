@@ -349,3 +349,22 @@ func TestSanitize(t *testing.T) {
 		}
 	}
 }
+
+func TestPrivateCluster(t *testing.T) {
+	t.Parallel()
+	cc := PrivateCluster(t)
+	ctx := t.Context()
+	if len(cc.Options().Addrs) != clusterMasters {
+		t.Fatalf("addrs %v", cc.Options().Addrs)
+	}
+	for _, shared := range ClusterAddrs(t) {
+		for _, own := range cc.Options().Addrs {
+			if own == shared {
+				t.Fatalf("private cluster shares node %s with the shared one", own)
+			}
+		}
+	}
+	if err := cc.Set(ctx, "private", "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
