@@ -283,3 +283,66 @@ func TestPanicFreesTheSlot(t *testing.T) {
 		t.Fatal("the slot stayed taken after a panic")
 	}
 }
+
+// pipePanicHook holds PING at a gate, like hook, and panics in every
+// pipeline, as a faulty user hook might.
+type pipePanicHook struct{ hook }
+
+func (h *pipePanicHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) > 0 && handshake(cmds[0]) {
+			return next(ctx, cmds)
+		}
+		panic("pipeline hook failure")
+	}
+}
+
+// TestPanicFailsTheWholeBatch: when sending a batch panics, the caller that
+// sent it gets the panic and every other command of the batch an error,
+// never a nil error with an empty reply.
+func TestPanicFailsTheWholeBatch(t *testing.T) {
+	c := redistest.Client(t)
+	h := &pipePanicHook{hook{gate: make(chan struct{}), pinged: make(chan struct{}, 1)}}
+	c.AddHook(h)
+	b := mustNew(t, c, 1)
+	ctx, ns := t.Context(), redistest.Namespace(t)
+	if err := c.Set(ctx, ns+":k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = b.Process(ctx, redis.NewStatusCmd(ctx, "ping")) }()
+	<-h.pinged
+	type outcome struct {
+		panicked bool
+		err      error
+	}
+	outcomes := make(chan outcome, 3)
+	for _, cmd := range []redis.Cmder{
+		redis.NewStringCmd(ctx, "get", ns+":k"),
+		redis.NewIntCmd(ctx, "del", ns+":k"),
+		redis.NewIntCmd(ctx, "exists", ns+":k"),
+	} {
+		go func() {
+			defer func() {
+				if r := recover(); r != nil {
+					outcomes <- outcome{panicked: true}
+				}
+			}()
+			outcomes <- outcome{err: b.Process(ctx, cmd)}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond) // let them queue
+	close(h.gate)
+	panics := 0
+	for range 3 {
+		o := <-outcomes
+		switch {
+		case o.panicked:
+			panics++
+		case o.err == nil:
+			t.Error("a command of a batch that panicked reports success")
+		}
+	}
+	if panics != 1 {
+		t.Fatalf("%d callers got the panic, want the one that sent the batch", panics)
+	}
+}
