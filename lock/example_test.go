@@ -59,7 +59,9 @@ func ExampleLock_Acquire() {
 	case <-held.Lost():
 		fmt.Println("lost:", held.Err())
 	default:
-		fmt.Println("fence:", held.Fence()) // pass it to the store you write to
+		// Pass the fence to the store you write to: it grows with every
+		// acquisition of the key (it starts from Redis's clock in µs).
+		fmt.Println("held, fence > 0:", held.Fence() > 0)
 	}
 
 	_, err = locks.TryAcquire(ctx, "nightly", 10*time.Second)
@@ -68,7 +70,7 @@ func ExampleLock_Acquire() {
 	fmt.Println("release:", held.Release(ctx))
 	fmt.Println("release again:", errors.Is(held.Release(ctx), lock.ErrNotHeld))
 	// Output:
-	// fence: 1
+	// held, fence > 0: true
 	// second owner: true
 	// release: <nil>
 	// release again: true

@@ -7,6 +7,10 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redisallocator/redisallocator/internal/batch"
 )
 
 // Held is an owner handle of one lock key, returned by TryAcquire and
@@ -49,6 +53,7 @@ type Held struct {
 	kaCtx    context.Context
 	kaCancel context.CancelFunc
 	kaDone   chan struct{} // closed when the latest KeepAlive goroutine exits
+	kick     chan struct{} // tells the KeepAlive loop that Refresh changed the TTL
 }
 
 // validity returns the end of validity of a grant of ttl requested at sent.
@@ -193,8 +198,19 @@ func (h *Held) Refresh(ctx context.Context, ttl time.Duration) error {
 		return err
 	}
 	h.opMu.Lock()
-	defer h.opMu.Unlock()
-	return h.refreshLocked(ctx, ttl)
+	err = h.refreshLocked(ctx, ttl)
+	h.opMu.Unlock()
+	if err == nil {
+		h.mu.Lock()
+		if h.kick != nil {
+			select { // the renewal loop plans anew with the new TTL
+			case h.kick <- struct{}{}:
+			default:
+			}
+		}
+		h.mu.Unlock()
+	}
+	return err
 }
 
 // checkTTL validates a refresh TTL and rounds it down to milliseconds.
@@ -243,7 +259,7 @@ func (h *Held) refreshLocked(ctx context.Context, ttl time.Duration) error {
 		// The validity ran out while the request was under way: the holder
 		// has been told the lock is lost, so free the key it just extended.
 		h.mu.Unlock()
-		h.releaseBestEffort(ctx)
+		h.releaseBestEffort(ctx, h.token, releaseOpts{fence: h.fence})
 		h.mu.Lock()
 		return h.doneErrLocked()
 	}
@@ -253,12 +269,13 @@ func (h *Held) refreshLocked(ctx context.Context, ttl time.Duration) error {
 	return nil
 }
 
-// releaseBestEffort deletes the key if the token still owns it, ignoring the
-// outcome, on a short context that survives ctx's cancellation.
-func (h *Held) releaseBestEffort(ctx context.Context) {
+// releaseBestEffort releases the key as o says if token still owns it,
+// ignoring the outcome, on a short context that survives ctx's
+// cancellation.
+func (h *Held) releaseBestEffort(ctx context.Context, token string, o releaseOpts) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
-	_, _ = h.b.release(rctx, h.sk, h.token)
+	_, _ = h.b.release(rctx, h.sk, token, o)
 }
 
 // Release deletes the key while the token still owns it and wakes clients
@@ -279,7 +296,7 @@ func (h *Held) Release(ctx context.Context) error {
 	if released {
 		return releasedError{h.key}
 	}
-	ok, err := h.b.release(ctx, h.sk, h.token)
+	ok, err := h.b.release(ctx, h.sk, h.token, releaseOpts{fence: h.fence})
 	if err != nil {
 		h.finish(fmt.Errorf("%w: key %q: release failed, outcome unknown: %v", ErrNotHeld, h.key, err))
 		return fmt.Errorf("lock: release %q: %w", h.key, err)
@@ -315,16 +332,20 @@ func (e releasedError) Unwrap() []error { return []error{ErrNotHeld, ErrReleased
 // less than that remains of the validity. A renewal that finds the key gone
 // or taken ends the handle at once; a renewal that fails (Redis unreachable)
 // is retried every tenth of the TTL until the validity runs out, and then
-// the handle is lost. Watch Lost (or Err) to stop work in time.
+// the handle is lost. Watch Lost (or Err) to stop work in time. Each
+// renewal uses the TTL of the latest Refresh; while the lock has no expiry
+// (Refresh with ttl ≤ 0), KeepAlive sends nothing and resumes when a
+// Refresh gives it a TTL again.
 //
 // When ctx ends, renewal stops but the lock is kept until its TTL runs out.
 // Release stops renewal and frees the key. A handle that is dropped while
 // KeepAlive runs on a context that never ends is renewed forever: release
 // it or cancel the context.
 //
-// KeepAlive returns ErrInvalidArgument for a lock without expiry and
-// ErrNotHeld when the handle is already lost. Calling it again while it
-// runs does nothing; after its ctx ended, it starts renewing again.
+// KeepAlive returns ErrInvalidArgument for a lock without expiry (unless it
+// already runs) and ErrNotHeld when the handle is already lost. Calling it
+// again while it runs does nothing; after its ctx ended, it starts renewing
+// again.
 func (h *Held) KeepAlive(ctx context.Context) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -332,16 +353,33 @@ func (h *Held) KeepAlive(ctx context.Context) error {
 	switch {
 	case h.done:
 		return h.doneErrLocked()
+	case h.keepingAliveLocked():
+		return nil
 	case h.ttl <= 0:
 		return fmt.Errorf("%w: key %q has no TTL to keep alive", ErrInvalidArgument, h.key)
-	case h.kaCtx != nil && h.kaCtx.Err() == nil:
-		return nil
 	}
 	prev := h.kaDone
 	h.kaCtx, h.kaCancel = context.WithCancel(ctx)
 	h.kaDone = make(chan struct{})
+	if h.kick == nil {
+		h.kick = make(chan struct{}, 1)
+	}
 	go h.keepAlive(h.kaCtx, prev, h.kaDone)
 	return nil
+}
+
+// keepingAliveLocked reports whether a renewal loop runs and will go on:
+// it has not exited and its context has not ended. Caller holds mu.
+func (h *Held) keepingAliveLocked() bool {
+	if h.kaDone == nil || h.kaCtx.Err() != nil {
+		return false
+	}
+	select {
+	case <-h.kaDone:
+		return false
+	default:
+		return true
+	}
 }
 
 // stopKeepAlive cancels the latest KeepAlive and waits for its goroutine,
@@ -357,7 +395,9 @@ func (h *Held) stopKeepAlive() {
 }
 
 // keepAlive is the renewal loop. prev is the previous loop's done channel:
-// a restarted KeepAlive waits for the old loop to exit first.
+// a restarted KeepAlive waits for the old loop to exit first. The loop reads
+// the TTL only while it holds opMu, so a renewal never writes back a TTL
+// that a concurrent Refresh replaced.
 func (h *Held) keepAlive(ctx context.Context, prev <-chan struct{}, done chan struct{}) {
 	defer close(done)
 	if prev != nil {
@@ -369,17 +409,35 @@ func (h *Held) keepAlive(ctx context.Context, prev <-chan struct{}, done chan st
 		select {
 		case <-ctx.Done():
 			return
+		case <-h.kick: // a Refresh changed the TTL: plan anew
+			h.mu.Lock()
+			ttl, over := h.ttl, h.done
+			h.mu.Unlock()
+			switch {
+			case over:
+				return
+			case ttl > 0:
+				t.Reset(h.nextRenewal(false))
+			default:
+				t.Stop() // no expiry: nothing to renew until the next Refresh
+			}
+			continue
 		case <-t.C:
 		}
+		h.opMu.Lock()
 		h.mu.Lock()
 		ttl, validTo, over := h.ttl, h.validTo, h.done
 		h.mu.Unlock()
-		if over || ttl <= 0 { // lost, released, or refreshed to no expiry
+		if over {
+			h.opMu.Unlock()
 			return
+		}
+		if ttl <= 0 {
+			h.opMu.Unlock()
+			continue // idle until a Refresh gives the lock a TTL
 		}
 		// A renewal must not outlive the validity it tries to extend.
 		rctx, cancel := context.WithDeadline(ctx, validTo)
-		h.opMu.Lock()
 		err := h.refreshLocked(rctx, ttl)
 		h.opMu.Unlock()
 		cancel()
@@ -412,8 +470,12 @@ func (h *Held) nextRenewal(failed bool) time.Duration {
 	return max(d, 0)
 }
 
-// defaultRetry is Acquire's retry strategy when WithRetry is not given.
-var defaultRetry = ExponentialBackoff(8*time.Millisecond, 512*time.Millisecond)
+// defaultRetry is Acquire's retry strategy when WithRetry is not given, and
+// defaultNotifyRetry with WithReleaseNotify.
+var (
+	defaultRetry       = ExponentialBackoff(8*time.Millisecond, 512*time.Millisecond)
+	defaultNotifyRetry = ExponentialBackoff(100*time.Millisecond, time.Second)
+)
 
 // normTTL rounds a positive TTL down to whole milliseconds, the precision
 // Redis keeps, so local validity never outlasts the server's TTL.
@@ -438,105 +500,209 @@ func acquire(ctx context.Context, b heldBackend, key string, ttl time.Duration, 
 		return nil, err
 	}
 	token := c.token
+	grantID := ""
 	if token == "" {
 		token = rand.Text()
+	} else {
+		// The token may already own the key (a reentrant acquisition): a
+		// clean-up may only give back a lock this acquisition took afresh.
+		grantID = rand.Text()
 	}
 	h := &Held{b: b, key: key, sk: b.storeKey(key), token: token, ttl: ttl, margin: c.margin, auto: !c.marginSet}
-	var w waiter
-	defer func() {
-		if w != nil {
-			_ = w.close()
-		}
-	}()
+	a := &acquisition{h: h, c: c, retry: retry, grant: grantID}
+	held, err := a.run(ctx)
+	if a.l != nil {
+		a.l.leave(ctx, err == nil)
+	}
+	return held, err
+}
+
+// provisionalTTL is the TTL with which a release hands a key to a waiter
+// that asked for no expiry: the waiter then removes the expiry with an
+// attempt, and a waiter that died meanwhile does not keep the key for ever.
+const provisionalTTL = 10 * time.Second
+
+// acquisition is the state of one TryAcquire or Acquire call.
+//
+// Acquire with WithReleaseNotify waits in a line: its process keeps a place
+// in the key's wait queue while the call waits, and a release hands the key
+// to the process, which hands it to the first call in its line (see
+// dispatcher). The call then owns the key under the token the release set,
+// and takes it as its own: at once when the grant fits, else with one more
+// attempt (WithToken, a TTL other than the one handed over, no expiry, or a
+// grant too late to leave any validity).
+type acquisition struct {
+	h     *Held
+	c     acquireConfig
+	retry bool
+	grant string // grant id of a fresh grant; "" when the token is ours alone
+
+	l    line     // the call's place in line, with WithReleaseNotify
+	from string   // a token the key was handed over with, for the next attempt to take
+	owns []string // tokens that may own the key on the call's behalf: given back on failure
+}
+
+// run makes attempts until one succeeds, the strategy gives up, or ctx ends.
+func (a *acquisition) run(ctx context.Context) (*Held, error) {
+	h, b, key := a.h, a.h.b, a.h.key
 	for failures := 0; ; {
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("%w: key %q: %w", ErrNotObtained, key, err)
+			return nil, a.fail(ctx, fmt.Errorf("%w: key %q: %w", ErrNotObtained, key, err))
 		}
-		// A subscribed caller draws its next backoff before the attempt, so
-		// that the attempt can announce how long the caller will wait.
+		// The delay before the next attempt is drawn before this one, so
+		// that the attempt can say how long the caller will wait.
 		var delay time.Duration
-		again := true
-		await := time.Duration(0)
-		if w != nil {
-			if delay, again = c.retry.NextBackoff(failures + 1); again {
-				await = delay
-			}
+		again := false
+		if a.retry {
+			delay, again = a.c.retry.NextBackoff(failures + 1)
 		}
-		sent := time.Now()
-		fence, remaining, ok, err := b.acquire(ctx, h.sk, token, ttl, await)
-		if err != nil {
-			// The script may have run before the reply was lost: make sure
-			// no lock is left behind that nobody knows the token of.
-			h.releaseBestEffort(ctx)
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("%w: key %q: %w", ErrNotObtained, key, ctx.Err())
+		if again && a.c.notify && a.l == nil && b.joinable() {
+			l, err := b.join(ctx, h.sk) // no round trip: the subscription is live
+			if err != nil {
+				return nil, a.fail(ctx, fmt.Errorf("lock: wait for %q: %w", key, err))
 			}
-			return nil, fmt.Errorf("lock: acquire %q: %w", key, err)
+			a.l = l
 		}
-		if ok {
-			h.fence, h.validTo = fence, h.validity(sent, ttl)
-			if h.validTo.IsZero() || time.Now().Before(h.validTo) {
-				return h, nil
+		remaining := time.Duration(-1)
+		// A caller whose process surely keeps its place in the queue for
+		// the whole delay just waits: the release will hand it the key.
+		if a.from != "" || !again || a.l == nil || !a.l.queued(delay) {
+			at := &attempt{token: h.token, ttl: h.ttl, grant: a.grant, from: a.from}
+			if again {
+				at.line, at.wait = a.l, delay
 			}
-			// The reply came too late to leave any validity: count it as a
-			// failed attempt. A retry with the same token takes the key
-			// again (reentrant) with a fresh validity.
-			remaining = 0
-			if !retry {
-				h.releaseBestEffort(ctx)
-				return nil, fmt.Errorf("%w: key %q: the reply arrived after the lock's validity", ErrNotObtained, key)
+			sent := time.Now()
+			fence, rem, ok, err := b.acquire(ctx, h.sk, at)
+			if err != nil {
+				if !notSent(err) { // the script may have run before the reply was lost
+					a.owns = append(a.owns, h.token)
+				}
+				if ctx.Err() != nil {
+					err = fmt.Errorf("%w: key %q: %w", ErrNotObtained, key, ctx.Err())
+				} else {
+					err = fmt.Errorf("lock: acquire %q: %w", key, err)
+				}
+				return nil, a.fail(ctx, err)
 			}
+			a.from = ""
+			if !ok {
+				a.owns = nil // another owner holds the key
+			} else {
+				a.owns = []string{h.token}
+				if a.take(fence, sent) {
+					return h, nil
+				}
+				// The reply came too late to leave any validity: count it
+				// as a failed attempt, and retry soon. A retry with the same
+				// token takes the key again (reentrant) with a fresh
+				// validity.
+				rem = 0
+			}
+			remaining = rem
 		}
-		if !retry {
-			return nil, fmt.Errorf("%w: key %q", ErrNotObtained, key)
+		if !a.retry {
+			return nil, a.fail(ctx, fmt.Errorf("%w: key %q", ErrNotObtained, key))
 		}
 		failures++
-		if w == nil {
-			delay, again = c.retry.NextBackoff(failures)
-		}
 		if !again {
-			return nil, fmt.Errorf("%w: key %q after %d attempts", ErrNotObtained, key, failures)
+			return nil, a.fail(ctx, fmt.Errorf("%w: key %q after %d attempts", ErrNotObtained, key, failures))
 		}
-		if remaining > 0 && remaining < delay {
-			delay = remaining // the holder's TTL runs out first
-		}
-		if c.notify && w == nil {
-			if w, err = b.subscribe(ctx, h.sk); err != nil {
+		delay = waitFor(delay, remaining)
+		if a.c.notify && a.l == nil {
+			l, err := b.join(ctx, h.sk)
+			if err != nil {
 				if ctx.Err() != nil {
-					return nil, fmt.Errorf("%w: key %q: %w", ErrNotObtained, key, ctx.Err())
+					err = fmt.Errorf("%w: key %q: %w", ErrNotObtained, key, ctx.Err())
+				} else {
+					err = fmt.Errorf("lock: wait for %q: %w", key, err)
 				}
-				return nil, fmt.Errorf("lock: subscribe to releases of %q: %w", key, err)
+				return nil, a.fail(ctx, err)
 			}
-			continue // a release may have happened before the subscription
+			a.l = l
+			continue // announce the process now
 		}
-		if w != nil {
-			err = w.wait(ctx, delay)
-		} else {
-			err = sleep(ctx, delay)
+		if a.l == nil {
+			if err := sleep(ctx, delay); err != nil {
+				return nil, a.fail(ctx, fmt.Errorf("%w: key %q: %w", ErrNotObtained, key, err))
+			}
+			continue
 		}
+		g, handed, err := a.l.wait(ctx, delay)
 		if err != nil {
-			return nil, fmt.Errorf("%w: key %q: %w", ErrNotObtained, key, err)
+			return nil, a.fail(ctx, fmt.Errorf("%w: key %q: %w", ErrNotObtained, key, err))
 		}
+		if !handed {
+			continue
+		}
+		// The key is the call's now, under g.token, and the call is out of
+		// line: should it have to wait again, it queues anew.
+		a.owns = []string{g.token}
+		a.l.leave(ctx, true)
+		a.l = nil
+		if a.c.token == "" {
+			h.token = g.token
+		}
+		if h.token == g.token && g.ttl == h.ttl && a.take(g.fence, g.since) {
+			return h, nil
+		}
+		a.from = g.token // take it with the next attempt, at once
 	}
+}
+
+// take fills in the handle of a grant with fence whose TTL started after
+// sent, and reports whether any validity is left.
+func (a *acquisition) take(fence int64, sent time.Time) bool {
+	h := a.h
+	h.fence, h.validTo = fence, h.validity(sent, h.ttl)
+	return h.validTo.IsZero() || time.Now().Before(h.validTo)
+}
+
+// fail gives back what a failed acquisition may own and returns err. A lock
+// under the caller's own token (WithToken) is given back only when this
+// acquisition took it afresh: the token may have owned the key before.
+func (a *acquisition) fail(ctx context.Context, err error) error {
+	for _, t := range a.owns {
+		o := releaseOpts{}
+		if t == a.c.token {
+			o.grant = a.grant
+		}
+		a.h.releaseBestEffort(ctx, t, o)
+	}
+	return err
+}
+
+// waitFor returns how long to wait before the next attempt: delay, but no
+// longer than until the holder's TTL (remaining ≥ 0; -1 when it has none or
+// is unknown) has surely run out.
+func waitFor(delay, remaining time.Duration) time.Duration {
+	if remaining >= 0 {
+		return min(delay, remaining+time.Millisecond)
+	}
+	return delay
+}
+
+// notSent reports an error of a command that provably never reached Redis.
+func notSent(err error) bool {
+	return errors.Is(err, batch.ErrNotSent) || errors.Is(err, redis.ErrPoolTimeout)
 }
 
 // sleep waits for d or until ctx ends.
 func sleep(ctx context.Context, d time.Duration) error {
-	_, err := waitOn[struct{}](ctx, d, nil)
+	_, _, err := waitOn[struct{}](ctx, d, nil)
 	return err
 }
 
-// waitOn waits until ch delivers (woken), d passes, or ctx ends (the error).
-// A nil ch never delivers.
-func waitOn[T any](ctx context.Context, d time.Duration, ch <-chan T) (woken bool, err error) {
+// waitOn waits until ch delivers v (woken), d passes, or ctx ends (the
+// error). A nil ch never delivers.
+func waitOn[T any](ctx context.Context, d time.Duration, ch <-chan T) (v T, woken bool, err error) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return false, ctx.Err()
-	case <-ch:
-		return true, nil
+		return v, false, ctx.Err()
+	case v = <-ch:
+		return v, true, nil
 	case <-t.C:
-		return false, nil
+		return v, false, nil
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -36,7 +37,7 @@ func New(client redis.UniversalClient, prefix string, opts ...Option) (*Lock, er
 	if p := keys.NamespaceProblem(prefix, c.suffix, false); p != "" {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidKey, p)
 	}
-	b, err := newRedisBackend(client, c, func(k string) string { return keys.Lock(prefix, c.suffix, k) }, keys.Fence)
+	b, err := newRedisBackend(client, c, keys.Namespace(prefix, c.suffix), func(k string) string { return keys.Lock(prefix, c.suffix, k) }, keys.Fence)
 	if err != nil {
 		return nil, err
 	}
@@ -54,12 +55,17 @@ type redisBackend struct {
 	p     script.Processor // sends the commands of operations: c, or a batcher in front of it
 	key   func(string) string
 	fence func(string) string
+	grace time.Duration // the fencing counter outlives a grant's TTL by this much
+	d     *dispatcher   // grants to this value's waiters
 }
 
-// newRedisBackend returns the backend of a namespace on client, batching
-// concurrent commands when c.batch > 0.
-func newRedisBackend(client redis.UniversalClient, c config, key, fence func(string) string) (*redisBackend, error) {
-	b := &redisBackend{c: client, p: client, key: key, fence: fence}
+// newRedisBackend returns the backend of the namespace whose keys start
+// with namespace on client, batching concurrent commands when c.batch > 0.
+func newRedisBackend(client redis.UniversalClient, c config, namespace string, key, fence func(string) string) (*redisBackend, error) {
+	b := &redisBackend{c: client, p: client, key: key, fence: fence, grace: c.grace, d: newDispatcher(client, namespace)}
+	b.d.passOn = func(ctx context.Context, sk, token, drop string) {
+		_, _ = b.runRelease(ctx, sk, token, "", drop)
+	}
 	if c.batch > 0 {
 		bt, err := batch.New(client, c.batch)
 		if err != nil {
@@ -138,14 +144,29 @@ func (r *redisBackend) cond(ctx context.Context, key string, op Op, compare, eps
 
 func (r *redisBackend) storeKey(key string) string { return r.key(key) }
 
-func (r *redisBackend) acquire(ctx context.Context, sk, token string, ttl, await time.Duration) (int64, time.Duration, bool, error) {
-	ms, _ := ttlMillis(ttl)
+func (r *redisBackend) acquire(ctx context.Context, sk string, a *attempt) (int64, time.Duration, bool, error) {
+	ms, _ := ttlMillis(a.ttl)
+	life := (max(a.ttl, 0) + r.grace).Milliseconds()
 	var n int64
 	var err error
-	if await > 0 {
-		n, err = runInt(ctx, r.p, acquireScript, []string{sk, r.fence(sk), keys.Waiters(sk)}, token, ms, awaitMillis(await))
+	l, _ := a.line.(*redisLine)
+	sent := time.Now()
+	if l == nil {
+		n, err = runInt(ctx, r.p, acquireScript, []string{sk, r.fence(sk)}, a.token, ms, life, a.grant, a.from)
 	} else {
-		n, err = runInt(ctx, r.p, acquireScript, []string{sk, r.fence(sk)}, token, ms)
+		// The entry lasts at least as long as this caller waits, and as
+		// long as it surely lasted already (other callers may rely on it).
+		wait := max(waitMillis(a.wait), l.lasts(sent).Milliseconds())
+		grantTTL := a.ttl
+		if grantTTL <= 0 {
+			grantTTL = provisionalTTL
+		}
+		data := strconv.FormatInt(grantTTL.Milliseconds(), 10) + " " + strconv.FormatInt(r.d.micros(sent), 10) + " " + r.d.channel
+		n, err = runInt(ctx, r.p, acquireScript, []string{sk, r.fence(sk), keys.Queue(sk), keys.Queued(sk)},
+			a.token, ms, life, a.grant, a.from, l.wl.id, wait, data)
+		if err == nil && n < 0 {
+			r.d.announced(l, sent, time.Duration(wait)*time.Millisecond)
+		}
 	}
 	switch {
 	case err != nil:
@@ -166,47 +187,47 @@ func (r *redisBackend) refresh(ctx context.Context, sk, token string, ttl time.D
 	return n == 1, err
 }
 
-func (r *redisBackend) release(ctx context.Context, sk, token string) (bool, error) {
-	n, err := runInt(ctx, r.p, releaseScript, []string{sk, keys.Waiters(sk)}, token, keys.Released(sk))
+func (r *redisBackend) release(ctx context.Context, sk, token string, o releaseOpts) (bool, error) {
+	drop := r.d.released(sk, o.fence, time.Now())
+	return r.runRelease(ctx, sk, token, o.grant, drop)
+}
+
+// runRelease runs release.lua (see there) and hands a key it granted to
+// this process's own waiters.
+func (r *redisBackend) runRelease(ctx context.Context, sk, token, grantID, drop string) (bool, error) {
+	v, err := releaseScript.Run(ctx, r.p, []string{sk, r.fence(sk), keys.Queue(sk), keys.Queued(sk)},
+		token, r.grace.Milliseconds(), grantID, drop, r.d.ownChannel()).Result()
+	if err != nil {
+		return false, err
+	}
+	if msg, ok := v.(string); ok { // handed to our own process
+		return true, r.d.deliverMessage(msg)
+	}
+	n, err := script.Int64(v)
 	return n == 1, err
 }
 
-func (r *redisBackend) subscribe(ctx context.Context, sk string) (waiter, error) {
-	ps := r.c.Subscribe(ctx, keys.Released(sk))
-	if _, err := ps.Receive(ctx); err != nil { // wait for the confirmation
-		_ = ps.Close()
-		return nil, err
+func (r *redisBackend) join(ctx context.Context, sk string) (line, error) { return r.d.join(ctx, sk) }
+
+func (r *redisBackend) joinable() bool { return r.d.live.Load() }
+
+// waitSlack is added to the wait a caller announces in the queue: the
+// caller starts its timer only when the reply arrives, after the entry's
+// deadline started, and a grant in the gap must still find the entry.
+const waitSlack = 250 * time.Millisecond
+
+// waitMillis returns how long a queue entry of a caller that waits at most
+// d lasts, in whole milliseconds; 0 for d ≤ 0 (no entry).
+func waitMillis(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
 	}
-	return &redisWaiter{ps: ps, ch: ps.Channel()}, nil
+	return (min(d, maxWait) + waitSlack + time.Millisecond - 1).Milliseconds()
 }
 
-// awaitSlack is added to the wait a client announces with the waiters key:
-// the client starts its timer only when the reply arrives, after the key's
-// TTL started, and a release in the gap would otherwise go unannounced.
-const awaitSlack = 250 * time.Millisecond
-
-// awaitMillis returns the TTL of the waiters key for a client that waits at
-// most d, in whole milliseconds.
-func awaitMillis(d time.Duration) int64 {
-	return (min(d, maxAwait) + awaitSlack + time.Millisecond - 1).Milliseconds()
-}
-
-// maxAwait caps the announced wait, so that a retry delay near the largest
-// Duration (waiting only for the notification) cannot overflow.
-const maxAwait = 365 * 24 * time.Hour
-
-// redisWaiter waits for messages on a release channel.
-type redisWaiter struct {
-	ps *redis.PubSub
-	ch <-chan *redis.Message
-}
-
-func (w *redisWaiter) wait(ctx context.Context, d time.Duration) error {
-	_, err := waitOn(ctx, d, w.ch)
-	return err
-}
-
-func (w *redisWaiter) close() error { return w.ps.Close() }
+// maxWait caps the announced wait, so that a retry delay near the largest
+// Duration (waiting only for the grant) cannot overflow.
+const maxWait = 365 * 24 * time.Hour
 
 // runInt runs s and decodes an integer reply.
 func runInt(ctx context.Context, c script.Processor, s *script.Script, keys []string, args ...any) (int64, error) {

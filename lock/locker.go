@@ -142,24 +142,46 @@ type backend interface {
 type heldBackend interface {
 	// storeKey maps a caller's key to the key the store keeps.
 	storeKey(key string) string
-	// acquire returns the fencing token when token now owns sk, else the
-	// holder's remaining TTL (-1 for no expiry). await > 0 says that the
-	// caller is subscribed to sk's releases and, when sk is taken, waits
-	// at most await for one; stores that publish releases only while
-	// someone waits record that.
-	acquire(ctx context.Context, sk, token string, ttl, await time.Duration) (fence int64, remaining time.Duration, ok bool, err error)
+	// acquire makes attempt a on sk. It returns the fencing token when
+	// a.token now owns sk, else the holder's remaining TTL (-1 for no
+	// expiry).
+	acquire(ctx context.Context, sk string, a *attempt) (fence int64, remaining time.Duration, ok bool, err error)
 	refresh(ctx context.Context, sk, token string, ttl time.Duration) (bool, error)
-	release(ctx context.Context, sk, token string) (bool, error)
-	// subscribe starts listening for releases of sk.
-	subscribe(ctx context.Context, sk string) (waiter, error)
+	// release deletes sk while token owns it or, when processes wait in
+	// sk's queue, hands it to the first of them. It reports whether token
+	// owned sk.
+	release(ctx context.Context, sk, token string, o releaseOpts) (bool, error)
+	// join puts the caller in its process's line of waiters for sk, to be
+	// handed sk by a release (WithReleaseNotify).
+	join(ctx context.Context, sk string) (line, error)
+	// joinable reports whether join returns without a round trip.
+	joinable() bool
 }
 
-// waiter delivers release notifications of one key.
-type waiter interface {
-	// wait returns when a release was announced, d passed or ctx ended
-	// (returning ctx.Err()).
-	wait(ctx context.Context, d time.Duration) error
-	close() error
+// attempt is one attempt of an acquisition to own a key.
+type attempt struct {
+	token string
+	ttl   time.Duration
+	// grant, when not "", is recorded with the fence when this attempt
+	// takes the key afresh, so that a clean-up can give back exactly it.
+	grant string
+	// from, when not "", is a token the key was handed over with to the
+	// caller: the attempt takes the key from it.
+	from string
+	// line, when not nil, keeps the caller's process in sk's queue if sk is
+	// taken, for at least wait: the longest the caller waits before its
+	// next attempt.
+	line line
+	wait time.Duration
+}
+
+// releaseOpts qualify a release.
+type releaseOpts struct {
+	// grant, when not "", releases only a lock that the acquisition with
+	// this grant id took afresh and that was granted to nobody since.
+	grant string
+	// fence is the fence of the hold released.
+	fence int64
 }
 
 // core implements Locker over a backend. *Lock, *Pool and *Memory embed it.
@@ -350,7 +372,7 @@ func (c *core) ReleaseToken(ctx context.Context, key, token string) error {
 	if token == "" || len(token) > maxTokenLen {
 		return fmt.Errorf("%w: token of %d bytes", ErrInvalidArgument, len(token))
 	}
-	ok, err := c.b.release(ctx, c.b.storeKey(key), token)
+	ok, err := c.b.release(ctx, c.b.storeKey(key), token, releaseOpts{})
 	if err != nil {
 		return fmt.Errorf("lock: release %q: %w", key, err)
 	}

@@ -31,7 +31,26 @@ type target struct {
 	newLocker func(t *testing.T) lock.Locker
 	// newPool returns a fresh, isolated pool.
 	newPool func(t *testing.T) *lock.Pool
+	// newProcesses returns n Lockers of one fresh namespace, each with a
+	// client of its own, as n processes would have; the in-memory twin,
+	// one process, returns one.
+	newProcesses func(t *testing.T, n int) []lock.Locker
 }
+
+// redisProcesses returns newProcesses for a Redis target.
+func redisProcesses(client func(t *testing.T) redis.UniversalClient, opts ...lock.Option) func(t *testing.T, n int) []lock.Locker {
+	return func(t *testing.T, n int) []lock.Locker {
+		ns := redistest.Namespace(t)
+		out := make([]lock.Locker, n)
+		for i := range out {
+			out[i] = mustNew(t, client(t), ns, opts...)
+		}
+		return out
+	}
+}
+
+func singleClient(t *testing.T) redis.UniversalClient  { return redistest.Client(t) }
+func clusterClient(t *testing.T) redis.UniversalClient { return redistest.StartCluster(t) }
 
 func singleTarget() target {
 	return target{
@@ -42,6 +61,7 @@ func singleTarget() target {
 		newPool: func(t *testing.T) *lock.Pool {
 			return mustPool(t, redistest.Client(t), redistest.Namespace(t))
 		},
+		newProcesses: redisProcesses(singleClient),
 	}
 }
 
@@ -54,6 +74,7 @@ func clusterTarget() target {
 		newPool: func(t *testing.T) *lock.Pool {
 			return mustPool(t, redistest.StartCluster(t), redistest.Namespace(t))
 		},
+		newProcesses: redisProcesses(clusterClient),
 	}
 }
 
@@ -68,14 +89,16 @@ func batchedTarget() target {
 		newPool: func(t *testing.T) *lock.Pool {
 			return mustPool(t, redistest.Client(t), redistest.Namespace(t), lock.WithBatching(1))
 		},
+		newProcesses: redisProcesses(singleClient, lock.WithBatching(1)),
 	}
 }
 
 func memoryTarget() target {
 	return target{
 		name:      "memory",
-		newLocker: func(*testing.T) lock.Locker { return lock.NewMemory() },
-		newPool:   func(*testing.T) *lock.Pool { return lock.NewMemoryPool() },
+		newLocker:    func(*testing.T) lock.Locker { return lock.NewMemory() },
+		newPool:      func(*testing.T) *lock.Pool { return lock.NewMemoryPool() },
+		newProcesses: func(*testing.T, int) []lock.Locker { return []lock.Locker{lock.NewMemory()} },
 	}
 }
 

@@ -2,7 +2,9 @@ package lock
 
 import (
 	"context"
+	"errors"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,7 +29,7 @@ func NewMemory(opts ...Option) *Memory {
 	if err != nil {
 		panic(err)
 	}
-	return &Memory{core: core{b: newMemStore(false), eps: c.eps}}
+	return &Memory{core: core{b: newMemStore(false, c.grace), eps: c.eps}}
 }
 
 // NewMemoryPool returns an empty in-memory lock pool (the seed's
@@ -38,20 +40,23 @@ func NewMemoryPool(opts ...Option) *Pool {
 	if err != nil {
 		panic(err)
 	}
-	s := newMemStore(true)
+	s := newMemStore(true, c.grace)
 	return &Pool{core: core{b: s, eps: c.eps}, p: s}
 }
 
-// memStore keeps lock keys in a map guarded by one mutex. Expired entries
-// are dropped when read and by a sweep every sweepEvery writes.
+// memStore keeps lock keys in a map guarded by one mutex. Expired entries,
+// fencing counters and queue entries are dropped when read and by a sweep
+// every sweepEvery writes.
 type memStore struct {
 	mu      sync.Mutex
-	entries map[string]memEntry    // live (or not yet swept) keys
-	fences  map[string]int64       // fencing counter per key ("" when shared)
-	shared  bool                   // one fencing counter for all keys (a pool)
-	waiters map[string]*memWaiters // subscribers to a key's releases
-	pool    map[string]struct{}    // pool members
-	writes  int                    // writes since the last sweep
+	entries map[string]memEntry      // live (or not yet swept) keys
+	fences  map[string]memFence      // fencing counter per key ("" when shared)
+	shared  bool                     // one fencing counter for all keys (a pool)
+	grace   time.Duration            // a counter outlives a grant's TTL by this much
+	queues  map[string][]*memWaiting // calls waiting for a key, in arrival order
+	pool    map[string]struct{}      // pool members
+	writes  int                      // writes since the last sweep
+	lines   int                      // lines made, to name them
 }
 
 type memEntry struct {
@@ -59,14 +64,32 @@ type memEntry struct {
 	expires time.Time // zero: no expiry
 }
 
+// memFence is a fencing counter: the last fence issued, the grant id
+// recorded with it, and when the counter expires.
+type memFence struct {
+	last    int64
+	grant   string
+	expires time.Time
+}
+
+// memWaiting is the queue entry of a waiting call: the twin queues calls,
+// where Redis queues processes (see dispatcher); each call is a process of
+// its own.
+type memWaiting struct {
+	l        *memLine
+	ttl      time.Duration // granted TTL
+	deadline time.Time
+}
+
 const sweepEvery = 1024
 
-func newMemStore(sharedFence bool) *memStore {
+func newMemStore(sharedFence bool, grace time.Duration) *memStore {
 	return &memStore{
 		shared:  sharedFence,
+		grace:   grace,
 		entries: map[string]memEntry{},
-		fences:  map[string]int64{},
-		waiters: map[string]*memWaiters{},
+		fences:  map[string]memFence{},
+		queues:  map[string][]*memWaiting{},
 		pool:    map[string]struct{}{},
 	}
 }
@@ -90,29 +113,70 @@ func (m *memStore) setLocked(key, value string, ttl time.Duration, now time.Time
 	m.entries[key] = e
 	if m.writes++; m.writes >= sweepEvery {
 		m.writes = 0
-		for k, e := range m.entries {
-			if !e.expires.IsZero() && !now.Before(e.expires) {
-				delete(m.entries, k)
+		m.sweepLocked(now)
+	}
+}
+
+// deleteLocked removes key. Caller holds mu.
+func (m *memStore) deleteLocked(key string) { delete(m.entries, key) }
+
+// sweepLocked drops what has expired. Caller holds mu.
+func (m *memStore) sweepLocked(now time.Time) {
+	for k, e := range m.entries {
+		if !e.expires.IsZero() && !now.Before(e.expires) {
+			delete(m.entries, k)
+		}
+	}
+	for k, f := range m.fences {
+		if !now.Before(f.expires) {
+			delete(m.fences, k)
+		}
+	}
+	for k, q := range m.queues {
+		live := q[:0]
+		for _, w := range q {
+			if !now.After(w.deadline) {
+				live = append(live, w)
 			}
+		}
+		if len(live) == 0 {
+			delete(m.queues, k)
+		} else {
+			m.queues[k] = live
 		}
 	}
 }
 
-// memWaiters are the subscribers to the releases of one key: ch is closed
-// at the next release and then replaced; n counts the subscribers, and the
-// entry is dropped when the last one leaves.
-type memWaiters struct {
-	ch chan struct{}
-	n  int
+// fenceKey returns the key of key's fencing counter.
+func (m *memStore) fenceKey(key string) string {
+	if m.shared {
+		return ""
+	}
+	return key
 }
 
-// deleteLocked removes key and, when notify is set, wakes its subscribers.
-// Caller holds mu.
-func (m *memStore) deleteLocked(key string, notify bool) {
-	delete(m.entries, key)
-	if w, ok := m.waiters[key]; ok && notify {
-		close(w.ch)
-		m.waiters[key] = &memWaiters{ch: make(chan struct{}), n: w.n}
+// fenceLocked issues the next fence of key for a grant of ttl, as
+// issue_fence in fence.lua does. Caller holds mu.
+func (m *memStore) fenceLocked(key string, ttl time.Duration, grant string, now time.Time) int64 {
+	fk := m.fenceKey(key)
+	f := now.UnixMicro()
+	if c, ok := m.fences[fk]; ok && now.Before(c.expires) && c.last >= f {
+		f = c.last + 1
+	}
+	m.fences[fk] = memFence{last: f, grant: grant, expires: now.Add(max(ttl, 0) + m.grace)}
+	return f
+}
+
+// dequeueLocked drops l's entry from key's queue. Caller holds mu.
+func (m *memStore) dequeueLocked(key string, l *memLine) {
+	q := m.queues[key]
+	if i := slices.IndexFunc(q, func(w *memWaiting) bool { return w.l == l }); i >= 0 {
+		q = slices.Delete(q, i, i+1)
+	}
+	if len(q) == 0 {
+		delete(m.queues, key)
+	} else {
+		m.queues[key] = q
 	}
 }
 
@@ -163,7 +227,7 @@ func (m *memStore) unlock(ctx context.Context, key string) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	_, held := m.getLocked(key, time.Now())
-	m.deleteLocked(key, false)
+	m.deleteLocked(key)
 	return held, nil
 }
 
@@ -221,7 +285,7 @@ func (m *memStore) cond(ctx context.Context, key string, op Op, compare, eps flo
 		}
 	}
 	if del {
-		m.deleteLocked(key, false)
+		m.deleteLocked(key)
 	} else {
 		m.setLocked(key, value, ttl, now)
 	}
@@ -229,39 +293,95 @@ func (m *memStore) cond(ctx context.Context, key string, op Op, compare, eps flo
 }
 
 // parseNumber reads a stored value as a number with the rule cond.lua
-// applies: a decimal number, optionally surrounded by spaces; hexadecimal,
-// infinities and NaN are not numbers.
+// applies: what Lua 5.1's tonumber accepts (C's strtod in the C locale,
+// which stops at a NUL byte and allows ASCII white space around the
+// number), except hexadecimal (any x or X in the value), infinities and NaN.
 func parseNumber(s string) (float64, bool) {
 	if strings.ContainsAny(s, "xX") {
 		return 0, false
 	}
-	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+	if i := strings.IndexByte(s, 0); i >= 0 {
+		s = s[:i]
+	}
+	s = strings.Trim(s, " \t\n\v\f\r")
+	if !isDecimal(s) {
 		return 0, false
 	}
-	return f, true
+	f, err := strconv.ParseFloat(s, 64)
+	if (err != nil && !errors.Is(err, strconv.ErrRange)) || math.IsInf(f, 0) || math.IsNaN(f) {
+		return 0, false
+	}
+	return f, true // an underflow reads as 0 or a subnormal, as with strtod
 }
 
-func (m *memStore) acquire(ctx context.Context, key, token string, ttl, _ time.Duration) (int64, time.Duration, bool, error) {
+// isDecimal reports whether s is a decimal floating-point number as strtod
+// reads it: [+-] digits [. [digits]] or [+-] . digits, then an optional
+// exponent e[+-]digits.
+func isDecimal(s string) bool {
+	i := 0
+	if i < len(s) && (s[i] == '+' || s[i] == '-') {
+		i++
+	}
+	digits := func() int {
+		n := 0
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	n := digits()
+	if i < len(s) && s[i] == '.' {
+		i++
+		n += digits()
+	}
+	if n == 0 {
+		return false
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(s)
+}
+
+func (m *memStore) acquire(ctx context.Context, key string, a *attempt) (int64, time.Duration, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, 0, false, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
-	if e, held := m.getLocked(key, now); held && e.value != token {
-		if e.expires.IsZero() {
-			return 0, -1, false, nil
+	e, held := m.getLocked(key, now)
+	if !held || e.value == a.token || (a.from != "" && e.value == a.from) {
+		m.setLocked(key, a.token, a.ttl, now)
+		grant := a.grant
+		if held && e.value == a.token {
+			grant = "" // not a fresh grant
 		}
-		return 0, e.expires.Sub(now).Truncate(time.Millisecond), false, nil
+		return m.fenceLocked(key, a.ttl, grant, now), 0, true, nil
 	}
-	m.setLocked(key, token, ttl, now)
-	fk := key
-	if m.shared {
-		fk = ""
+	if l, ok := a.line.(*memLine); ok {
+		w := &memWaiting{l: l, ttl: a.ttl, deadline: now.Add(time.Duration(waitMillis(a.wait)) * time.Millisecond)}
+		if w.ttl <= 0 {
+			w.ttl = provisionalTTL
+		}
+		q := m.queues[key]
+		if i := slices.IndexFunc(q, func(o *memWaiting) bool { return o.l == l }); i >= 0 {
+			q[i] = w // keeps its place
+		} else {
+			m.queues[key] = append(q, w)
+		}
 	}
-	m.fences[fk]++
-	return m.fences[fk], 0, true, nil
+	if e.expires.IsZero() {
+		return 0, -1, false, nil
+	}
+	return 0, e.expires.Sub(now).Truncate(time.Millisecond), false, nil
 }
 
 func (m *memStore) refresh(ctx context.Context, key, token string, ttl time.Duration) (bool, error) {
@@ -278,62 +398,84 @@ func (m *memStore) refresh(ctx context.Context, key, token string, ttl time.Dura
 	return true, nil
 }
 
-func (m *memStore) release(ctx context.Context, key, token string) (bool, error) {
+func (m *memStore) release(ctx context.Context, key, token string, o releaseOpts) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if e, held := m.getLocked(key, time.Now()); !held || e.value != token {
-		return false, nil
-	}
-	m.deleteLocked(key, true)
-	return true, nil
+	return m.releaseLocked(key, token, o.grant, time.Now()), nil
 }
 
-func (m *memStore) subscribe(ctx context.Context, key string) (waiter, error) {
+// releaseLocked is release.lua for the twin: it deletes key while token
+// owns it, or hands it to the first call waiting in its queue. Caller holds
+// mu.
+func (m *memStore) releaseLocked(key, token, grantID string, now time.Time) bool {
+	if e, held := m.getLocked(key, now); !held || e.value != token {
+		return false
+	}
+	if grantID != "" {
+		if f, ok := m.fences[m.fenceKey(key)]; !ok || !now.Before(f.expires) || f.grant != grantID {
+			return false
+		}
+	}
+	for q := m.queues[key]; len(q) > 0; q = m.queues[key] {
+		w := q[0]
+		m.dequeueLocked(key, w.l)
+		if now.After(w.deadline) {
+			continue // stopped waiting
+		}
+		f := m.fenceLocked(key, w.ttl, "", now)
+		g := grant{token: w.l.id + ":" + strconv.FormatInt(f, 10), fence: f, ttl: w.ttl, since: now}
+		m.setLocked(key, g.token, w.ttl, now)
+		w.l.ch <- g // buffered, and a call gets at most one grant
+		return true
+	}
+	m.deleteLocked(key)
+	if f, ok := m.fences[m.fenceKey(key)]; ok && now.Before(f.expires) { // outlives the key by the grace
+		f.expires = now.Add(m.grace)
+		m.fences[m.fenceKey(key)] = f
+	}
+	return true
+}
+
+func (m *memStore) join(ctx context.Context, key string) (line, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	w, ok := m.waiters[key]
-	if !ok {
-		w = &memWaiters{ch: make(chan struct{})}
-		m.waiters[key] = w
-	}
-	w.n++
-	return &memWaiter{m: m, key: key, ch: w.ch}, nil
+	m.lines++
+	return &memLine{m: m, key: key, id: "m" + strconv.Itoa(m.lines), ch: make(chan grant, 1)}, nil
 }
 
-// memWaiter waits for the releases of one key. After each wake-up it takes
-// the channel of the next release before the caller retries, so no release
-// between two attempts is missed.
-type memWaiter struct {
+func (m *memStore) joinable() bool { return true }
+
+// memLine is a waiting call of the twin.
+type memLine struct {
 	m   *memStore
 	key string
-	ch  <-chan struct{}
+	id  string
+	ch  chan grant // buffered: the grant handed to the call
 }
 
-func (w *memWaiter) wait(ctx context.Context, d time.Duration) error {
-	woken, err := waitOn(ctx, d, w.ch)
-	if woken {
-		w.m.mu.Lock()
-		w.ch = w.m.waiters[w.key].ch
-		w.m.mu.Unlock()
-	}
-	return err
+// queued is always false: an attempt costs the twin nothing.
+func (l *memLine) queued(time.Duration) bool { return false }
+
+func (l *memLine) wait(ctx context.Context, d time.Duration) (grant, bool, error) {
+	return waitOn(ctx, d, l.ch)
 }
 
-func (w *memWaiter) close() error {
-	w.m.mu.Lock()
-	defer w.m.mu.Unlock()
-	if e := w.m.waiters[w.key]; e != nil {
-		if e.n--; e.n <= 0 {
-			delete(w.m.waiters, w.key)
-		}
+func (l *memLine) leave(context.Context, bool) {
+	m := l.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.dequeueLocked(l.key, l)
+	select {
+	case g := <-l.ch: // handed over but not taken: pass it on
+		m.releaseLocked(l.key, g.token, "", time.Now())
+	default:
 	}
-	return nil
 }
 
 func (m *memStore) extend(ctx context.Context, ks []string) error {
@@ -431,7 +573,10 @@ func (m *memStore) statuses(ctx context.Context) ([]MemberStatus, error) {
 }
 
 func (m *memStore) health(ctx context.Context) (int, int, error) {
-	st, _ := m.statuses(ctx)
+	st, err := m.statuses(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
 	locked := 0
 	for _, s := range st {
 		if s.Locked {

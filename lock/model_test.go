@@ -20,7 +20,11 @@ func TestMemoryMatchesRedis(t *testing.T) {
 	m := lock.NewMemory()
 	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
 	keys := []string{"a", "b", "c"}
-	values := []string{"1", "2", "2.5", "-3", "x", "owner", "0x10", "inf", "-inf", "nan", "1e500", " 7 ", "+2", ".5", "0x1p4"}
+	values := []string{"1", "2", "2.5", "-3", "x", "owner", "0x10", "inf", "-inf", "nan", "1e500", " 7 ", "+2", ".5", "0x1p4",
+		// What Lua's tonumber accepts and Go's parsers may not, and back:
+		// digit separators, Unicode spaces, a NUL ending the number, C's
+		// ASCII spaces, underflow, a trailing point or exponent.
+		"1_0", "\u00a05", "5\u2003", "5\u0085", "5\x00junk", "5\x00x", "\v5\f", "\t-2\r\n", "1e-400", "5.", "1e", "1e+", "--1", "+-1", "1.5e3", "1E2", ""}
 	ttls := []time.Duration{0, time.Hour, -time.Second}
 	ops := []lock.Op{lock.GT, lock.LT, lock.GE, lock.LE, lock.EQ, lock.NE}
 	nums := []float64{-3, 1, 2, 2.5, 2.5000001, 7}

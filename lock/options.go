@@ -26,6 +26,22 @@ type config struct {
 	suffixSet bool
 	eps       float64
 	batch     int
+	grace     time.Duration
+}
+
+// DefaultFenceGrace is how long a key's fencing counter outlives the TTL of
+// the key's last grant when WithFenceGrace is not given.
+const DefaultFenceGrace = time.Minute
+
+// WithFenceGrace sets how long the fencing counter of a key outlives the TTL
+// of the key's last grant (for a grant without expiry: how long it outlives
+// the grant). Fences are the larger of the last fence plus one and the
+// Redis server's clock in microseconds, so they keep growing after the
+// counter expired as long as that clock never steps back by more than the
+// counter's life. The default is DefaultFenceGrace; it must be at least a
+// millisecond. The in-memory twin ignores it.
+func WithFenceGrace(d time.Duration) Option {
+	return func(c *config) { c.grace = d }
 }
 
 // WithSuffix sets the namespace suffix: keys are <prefix>|<suffix>:<key>.
@@ -60,12 +76,15 @@ func WithBatching(maxInFlight int) Option {
 }
 
 func newConfig(defaultSuffix string, opts []Option) (config, error) {
-	c := config{suffix: defaultSuffix, eps: DefaultEpsilon}
+	c := config{suffix: defaultSuffix, eps: DefaultEpsilon, grace: DefaultFenceGrace}
 	for _, o := range opts {
 		o(&c)
 	}
 	if c.eps < 0 || math.IsNaN(c.eps) || math.IsInf(c.eps, 0) {
 		return c, fmt.Errorf("%w: epsilon %v", ErrInvalidArgument, c.eps)
+	}
+	if c.grace < time.Millisecond {
+		return c, fmt.Errorf("%w: fence grace %v is below a millisecond", ErrInvalidArgument, c.grace)
 	}
 	if c.batch < 0 {
 		return c, fmt.Errorf("%w: batching with %d commands in flight", ErrInvalidArgument, c.batch)
@@ -78,6 +97,7 @@ type AcquireOption func(*acquireConfig)
 
 type acquireConfig struct {
 	retry     RetryStrategy
+	retrySet  bool
 	notify    bool
 	token     string
 	margin    time.Duration
@@ -85,10 +105,14 @@ type acquireConfig struct {
 }
 
 // WithRetry sets how Acquire waits between attempts. The default is
-// ExponentialBackoff(8*time.Millisecond, 512*time.Millisecond). TryAcquire
-// ignores it and never retries.
+// ExponentialBackoff(8*time.Millisecond, 512*time.Millisecond), and with
+// WithReleaseNotify ExponentialBackoff(100*time.Millisecond, time.Second):
+// a notified waiter is woken by the release that hands it the key (or by
+// the holder's TTL running out), so its attempts in between only catch a
+// forced Unlock, which hands the key to nobody. TryAcquire ignores it and
+// never retries.
 func WithRetry(s RetryStrategy) AcquireOption {
-	return func(c *acquireConfig) { c.retry = s }
+	return func(c *acquireConfig) { c.retry, c.retrySet = s, true }
 }
 
 // WithReleaseNotify makes Acquire subscribe to the key's release
@@ -129,9 +153,15 @@ func WithSafetyMargin(d time.Duration) AcquireOption {
 }
 
 func newAcquireConfig(ttl time.Duration, opts []AcquireOption) (acquireConfig, error) {
-	c := acquireConfig{retry: defaultRetry}
+	var c acquireConfig
 	for _, o := range opts {
 		o(&c)
+	}
+	if !c.retrySet {
+		c.retry = defaultRetry
+		if c.notify {
+			c.retry = defaultNotifyRetry
+		}
 	}
 	if c.retry == nil {
 		c.retry = NoRetry()

@@ -63,7 +63,7 @@ func NewPool(client redis.UniversalClient, prefix string, opts ...Option) (*Pool
 	}
 	lockPrefix := keys.PoolLock(prefix, c.suffix, "")
 	poolFence := keys.PoolFence(prefix, c.suffix)
-	b, err := newRedisBackend(client, c,
+	b, err := newRedisBackend(client, c, keys.Tag(prefix, c.suffix),
 		func(k string) string { return lockPrefix + k },
 		func(string) string { return poolFence })
 	if err != nil {

@@ -3,6 +3,7 @@ package lock_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -139,18 +140,21 @@ func TestRedisDown(t *testing.T) {
 	}
 }
 
-// TestReleasePublishesOnlyForWaiters checks the waiters key: a release
-// that nobody waits for publishes nothing, a waiting Acquire announces
-// itself with a waiters key that expires after its wait, and the release
-// that wakes it deletes that key.
-func TestReleasePublishesOnlyForWaiters(t *testing.T) {
+// TestReleaseHandsOverInQueue checks the wait queue on Redis: a release
+// nobody waits for publishes nothing; a waiting Acquire keeps its process's
+// entry for about its backoff; a release hands the key straight to the
+// waiter (the key holds the waiter's token at once), and tells a waiter of
+// another Lock value with one message on that value's wake channel, but
+// one of its own without publishing; the waiter's release drops the entry.
+func TestReleaseHandsOverInQueue(t *testing.T) {
 	forEachRedis(t, func(t *testing.T, c redisClient) {
-		ctx := ctxT(t)
-		l := mustNew(t, c, redistest.Namespace(t))
-		lk := l.Key("k")
-		wk, channel := keys.Waiters(lk), keys.Released(lk)
-		// Publish the marker where release.lua publishes, so that both
-		// messages reach the subscriber in the server's order.
+		ctx, ns := ctxT(t), redistest.Namespace(t)
+		holderSide := mustNew(t, c, ns)
+		waiterSide := mustNew(t, c, ns)
+		lk := holderSide.Key("k")
+		qk, ek := keys.Queue(lk), keys.Queued(lk)
+		// Every wake channel of the namespace, and a marker channel on the
+		// node that publishes, so that messages arrive in the server's order.
 		origin := redis.UniversalClient(c)
 		if cc, ok := c.(*redis.ClusterClient); ok {
 			node, err := cc.MasterForKey(ctx, lk)
@@ -159,58 +163,89 @@ func TestReleasePublishesOnlyForWaiters(t *testing.T) {
 			}
 			origin = node
 		}
-		ps := c.Subscribe(ctx, channel)
+		ps := c.PSubscribe(ctx, ns+"|lock|wake|*")
 		defer ps.Close()
 		if _, err := ps.Receive(ctx); err != nil {
 			t.Fatal(err)
 		}
-
-		h, err := l.TryAcquire(ctx, "k", time.Minute)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.Release(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := origin.Publish(ctx, channel, "marker").Err(); err != nil {
-			t.Fatal(err)
-		}
-		if m, err := ps.ReceiveMessage(ctx); err != nil || m.Payload != "marker" {
-			t.Fatalf("first message after a release without waiters: %v, %v; want the marker", m, err)
-		}
-
-		h, err = l.TryAcquire(ctx, "k", time.Minute)
-		if err != nil {
-			t.Fatal(err)
-		}
-		const backoff = time.Hour
-		got := make(chan error, 1)
-		go func() {
-			w, err := l.Acquire(ctx, "k", time.Minute, lock.WithReleaseNotify(), lock.WithRetry(lock.LinearRetry(backoff)))
-			if err == nil {
-				err = w.Release(context.WithoutCancel(ctx))
+		marker := func() {
+			t.Helper()
+			if err := origin.Publish(ctx, ns+"|lock|wake|marker", "marker").Err(); err != nil {
+				t.Fatal(err)
 			}
-			got <- err
-		}()
-		var pttl time.Duration
-		for pttl <= 0 && ctx.Err() == nil {
-			time.Sleep(5 * time.Millisecond)
-			pttl = c.PTTL(ctx, wk).Val()
+			if m, err := ps.ReceiveMessage(ctx); err != nil || m.Payload != "marker" {
+				t.Fatalf("message before the marker: %v, %v", m, err)
+			}
 		}
-		if pttl <= backoff-time.Minute || pttl > backoff+time.Second {
-			t.Fatalf("waiters key TTL %v, want about the waiter's backoff %v", pttl, backoff)
+
+		h, err := holderSide.TryAcquire(ctx, "k", time.Minute)
+		if err != nil {
+			t.Fatal(err)
 		}
 		if err := h.Release(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if m, err := ps.ReceiveMessage(ctx); err != nil || m.Payload != "1" {
-			t.Fatalf("message after a release with a waiter: %v, %v", m, err)
-		}
-		if err := <-got; err != nil {
-			t.Fatalf("waiter: %v", err)
-		}
-		if n := c.Exists(ctx, wk).Val(); n != 0 {
-			t.Fatalf("waiters key left after the wake-up")
+		marker() // nothing was published
+
+		for _, side := range []struct {
+			name     string
+			l        *lock.Lock
+			messages int
+		}{{"other value", waiterSide, 1}, {"same value", holderSide, 0}} {
+			h, err := holderSide.TryAcquire(ctx, "k", time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const backoff = time.Hour
+			got := make(chan *lock.Held, 1)
+			go func() {
+				w, err := side.l.Acquire(ctx, "k", time.Minute, lock.WithReleaseNotify(), lock.WithRetry(lock.LinearRetry(backoff)))
+				if err != nil {
+					t.Errorf("%s: waiter: %v", side.name, err)
+				}
+				got <- w
+			}()
+			var pttl time.Duration
+			for pttl <= 0 && ctx.Err() == nil {
+				time.Sleep(5 * time.Millisecond)
+				pttl = c.PTTL(ctx, qk).Val()
+			}
+			if pttl <= backoff-time.Minute || pttl > backoff+time.Second {
+				t.Fatalf("%s: queue TTL %v, want about the waiter's backoff %v", side.name, pttl, backoff)
+			}
+			if n := c.HLen(ctx, ek).Val(); n != 1 {
+				t.Fatalf("%s: %d queue entries, want 1", side.name, n)
+			}
+			if err := h.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			w := <-got
+			if w == nil {
+				t.FailNow()
+			}
+			if v := c.Get(ctx, lk).Val(); v != w.Token() {
+				t.Fatalf("%s: key holds %q after the hand-over, want the waiter's token", side.name, v)
+			}
+			if w.Fence() <= h.Fence() {
+				t.Fatalf("%s: fence %d not above %d", side.name, w.Fence(), h.Fence())
+			}
+			for range side.messages {
+				if m, err := ps.ReceiveMessage(ctx); err != nil || !strings.HasPrefix(m.Channel, ns+"|lock|wake|") {
+					t.Fatalf("%s: wake message: %v, %v", side.name, m, err)
+				}
+			}
+			marker()
+			// The waiting process keeps its place while it may have more
+			// waiters; its release drops it, nobody waiting there any more.
+			if n := c.Exists(ctx, qk, ek).Val(); n != 2 {
+				t.Fatalf("%s: %d of the queue keys left while the waiter holds the key, want both", side.name, n)
+			}
+			if err := w.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := c.Exists(ctx, qk, ek).Val(); n != 0 {
+				t.Fatalf("%s: queue left after the waiter's release", side.name)
+			}
 		}
 	})
 }

@@ -50,10 +50,10 @@ func ExponentialBackoff(min, max time.Duration) RetryStrategy {
 
 func (r exponentialRetry) NextBackoff(failures int) (time.Duration, bool) {
 	d := r.max
-	if shift := failures - 1; shift < 32 {
-		if e := r.min << shift; e > 0 && e < r.max {
-			d = e
-		}
+	// min·2^shift ≤ max, checked without computing a product that could
+	// wrap around; failures below 1 count as the first.
+	if shift := max(failures, 1) - 1; shift < 63 && r.min <= r.max>>shift {
+		d = r.min << shift
 	}
 	half := d / 2
 	return half + rand.N(d-half+1), true

@@ -9,6 +9,8 @@ import (
 var (
 	//go:embed rlock.lua
 	rlockLua string
+	//go:embed fence.lua
+	fenceLua string
 	//go:embed acquire.lua
 	acquireLua string
 	//go:embed refresh.lua
@@ -23,12 +25,13 @@ var (
 	poolStatusLua string
 )
 
-// The scripts are immutable after package initialisation.
+// The scripts are immutable after package initialisation. Those that grant
+// a lock key start with fence.lua, so that every grant issues fences alike.
 var (
 	rlockScript      = script.New("rlock.lua", rlockLua)
-	acquireScript    = script.New("acquire.lua", acquireLua)
+	acquireScript    = script.New("acquire.lua", fenceLua+acquireLua)
 	refreshScript    = script.New("refresh.lua", refreshLua)
-	releaseScript    = script.New("release.lua", releaseLua)
+	releaseScript    = script.New("release.lua", fenceLua+releaseLua)
 	condScript       = script.New("cond.lua", condLua)
 	poolAssignScript = script.New("pool_assign.lua", poolAssignLua)
 	poolStatusScript = script.New("pool_status.lua", poolStatusLua)

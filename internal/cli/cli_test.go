@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -52,11 +53,12 @@ func TestDemoQuick(t *testing.T) {
 	}
 	mustContain(t, "stdout", r.stdout,
 		"worker-1 got the lock (fence ",
-		"mutual exclusion held: 24/24 increments, fences 1..24 strictly increasing",
+		"mutual exclusion held: 24/24 increments, fences ",
+		" strictly increasing",
 		"Refresh -> ErrNotHeld",
 		"Release -> ErrNotHeld",
 		"-> accepted",
-		"-> rejected: stale fence 1",
+		"-> rejected: stale fence ",
 		"still held",
 		"Lost() fired",
 		"Err() -> ErrNotHeld",
@@ -66,16 +68,26 @@ func TestDemoQuick(t *testing.T) {
 }
 
 // TestDemoTwiceOnOneServer checks that a second run on the same server
-// cleans up after the first and reports the fences it really got.
+// cleans up after the first and reports the fences it really got: all of
+// them above those of the first run.
 func TestDemoTwiceOnOneServer(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
-	for i, want := range []string{"fences 1..24 ", "fences 25..48 "} {
+	var last int64
+	for i := range 2 {
 		r := run(t, t.Context(), "--redis-url", url, "demo", "--quick")
 		if r.code != ExitOK {
 			t.Fatalf("run %d: exit %d\nstdout:\n%s\nstderr:\n%s", i+1, r.code, r.stdout, r.stderr)
 		}
-		mustContain(t, "stdout", r.stdout, want)
+		var first, end int64
+		line := field(r.stdout, "  mutual exclusion held: 24/24 increments, fences ")
+		if _, err := fmt.Sscanf(line, "%d..%d strictly increasing", &first, &end); err != nil {
+			t.Fatalf("run %d: fences line %q: %v", i+1, line, err)
+		}
+		if first <= last || end <= first {
+			t.Fatalf("run %d: fences %d..%d after the previous run's last %d", i+1, first, end, last)
+		}
+		last = end
 	}
 }
 
@@ -185,8 +197,8 @@ func TestLockCommands(t *testing.T) {
 	}
 
 	r := lockCmd("acquire", "k", "--ttl", "5s")
-	expect(r, ExitOK, `acquired "k" (ttl 5s)`, "token: ", "fence: 1")
-	token := field(r.stdout, "token:")
+	expect(r, ExitOK, `acquired "k" (ttl 5s)`, "token: ", "fence: ")
+	token, fence := field(r.stdout, "token:"), field(r.stdout, "fence:")
 	if token == "" {
 		t.Fatalf("no token in output:\n%s", r.stdout)
 	}
@@ -212,8 +224,12 @@ func TestLockCommands(t *testing.T) {
 	expect(lockCmd("status", "k"), ExitOK, "status: free")
 	expect(lockCmd("release", "k", token), ExitOK, "already free")
 
-	// A fresh acquisition gets the next fence; release used none.
-	expect(lockCmd("acquire", "k", "--wait", "0"), ExitOK, "fence: 2")
+	// A fresh acquisition gets a larger fence.
+	r = lockCmd("acquire", "k", "--wait", "0")
+	expect(r, ExitOK, "fence: ")
+	if next := field(r.stdout, "fence:"); len(next) < len(fence) || (len(next) == len(fence) && next <= fence) {
+		t.Errorf("fence %s after fence %s", next, fence)
+	}
 	expect(lockCmd("unlock", "k"), ExitOK, `unlocked "k"`)
 	expect(lockCmd("unlock", "k"), ExitOK, "was not locked")
 

@@ -8,13 +8,15 @@
 //
 //	<prefix>|<suffix>:<key>            [STRING] plain lock key holding the caller's value
 //	                                   (same layout as the Python redis-allocator)
-//	{<lock key>}|fence                 [STRING] fencing counter (INCR) of an untagged lock key
+//	{<lock key>}|fence                 [STRING] fencing counter of an untagged lock key: the last
+//	                                   fence issued, expiring some time after the last grant
 //	{<tag>}|fence|<lock key>           [STRING] fencing counter of a lock key with hash tag <tag>
-//	{<lock key>}|waiters               [STRING] set while a client waits for the release of an
-//	                                   untagged lock key (with a TTL; see Waiters)
-//	{<tag>}|waiters|<lock key>         [STRING] the same for a lock key with hash tag <tag>
-//	<lock key>|released                [channel] published when an owner releases the key
-//	                                   while its waiters key exists
+//	{<lock key>}|queue                 [ZSET]   owner tokens waiting for an untagged lock key,
+//	                                   scored by arrival (see Queue)
+//	{<lock key>}|queued                [HASH]   token → entry of each waiting owner (see Queued)
+//	{<tag>}|queue|<lock key>           the same two for a lock key with hash tag <tag>
+//	{<tag>}|queued|<lock key>
+//	<namespace>|wake|<id>              [channel] grants to the waiters of one Lock or Pool value
 //	{<prefix>|<suffix>}|pool           [SET]    members of a lock pool
 //	{<prefix>|<suffix>}:<key>          [STRING] lock key of a pool member
 //	{<prefix>|<suffix>}|fence          [STRING] fencing counter shared by a pool's members
@@ -60,9 +62,15 @@ func NamespaceProblem(prefix, suffix string, tagged bool) string {
 	return ""
 }
 
+// Namespace returns <prefix>|<suffix>, which every plain lock key of the
+// namespace starts with.
+func Namespace(prefix, suffix string) string {
+	return prefix + "|" + suffix
+}
+
 // Lock returns the plain lock key <prefix>|<suffix>:<key>.
 func Lock(prefix, suffix, key string) string {
-	return prefix + "|" + suffix + ":" + key
+	return Namespace(prefix, suffix) + ":" + key
 }
 
 // Tag returns the hash tag shared by every key of a tagged namespace.
@@ -93,12 +101,15 @@ func PoolFence(prefix, suffix string) string {
 // braces in its suffix can produce.
 func Fence(lockKey string) string { return sibling(lockKey, "fence") }
 
-// Waiters returns the key that marks lockKey as awaited: a client waiting
-// for the release notification sets it (with a TTL covering its wait), and
-// a release publishes on the Released channel only while it exists, so a
-// release nobody waits for costs no PUBLISH. It shares lockKey's slot and,
-// like Fence, never equals a lock key.
-func Waiters(lockKey string) string { return sibling(lockKey, "waiters") }
+// Queue returns the wait queue of lockKey: a sorted set of the owner tokens
+// waiting for it, scored by arrival, which a release hands the key to in
+// order. It shares lockKey's slot and, like Fence, never equals a lock key.
+func Queue(lockKey string) string { return sibling(lockKey, "queue") }
+
+// Queued returns the hash that holds, for each token in the Queue of
+// lockKey, what a release needs to hand the key over: until when the owner
+// waits, the TTL it asked for and where to tell it.
+func Queued(lockKey string) string { return sibling(lockKey, "queued") }
 
 // sibling returns the key named kind that belongs to lockKey, in its slot:
 // {<lockKey>}|kind when lockKey has no hash tag, {<tag>}|kind|<lockKey>
@@ -113,9 +124,12 @@ func sibling(lockKey, kind string) string {
 	return "{" + tagForSlot(Slot(lockKey)) + "}|" + kind + "|" + lockKey
 }
 
-// Released returns the pub/sub channel announcing that lockKey was released.
-func Released(lockKey string) string {
-	return lockKey + "|released"
+// Wake returns the pub/sub channel on which releases tell the waiters of
+// one Lock or Pool value (identified by id) that they were handed a key.
+// namespace is the part every key of the namespace starts with, such as
+// "<prefix>|<suffix>" or a pool's hash tag.
+func Wake(namespace, id string) string {
+	return namespace + "|wake|" + id
 }
 
 // Companion returns a key ending in suffix that hashes to the same Redis

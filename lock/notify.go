@@ -1,0 +1,369 @@
+package lock
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redisallocator/redisallocator/internal/keys"
+	"github.com/redisallocator/redisallocator/internal/script"
+)
+
+// grant is a key handed to a waiting Acquire by a release.
+type grant struct {
+	token string        // the key holds it
+	fence int64         // the grant's fence
+	ttl   time.Duration // the TTL the key was handed over with
+	since time.Time     // the TTL started after this local (monotonic) time
+}
+
+// line is a waiting Acquire call's place among its process's waiters for
+// one key (WithReleaseNotify).
+type line interface {
+	// queued reports whether the caller's process surely keeps its place
+	// in the key's queue for d from now, so that the caller may wait for d
+	// without an attempt.
+	queued(d time.Duration) bool
+	// wait returns a grant handed to the caller within d, false when d
+	// passed first, or ctx's error. The caller owns a grant it got: it
+	// takes it or gives it back.
+	wait(ctx context.Context, d time.Duration) (grant, bool, error)
+	// leave takes the caller out of the line. A grant handed to it that it
+	// did not wait for is passed on. holding says that the caller owns the
+	// key now: its release will then drop the process's entry when nobody
+	// else here waits, instead of a command now.
+	leave(ctx context.Context, holding bool)
+}
+
+// dispatchLinger is how long a dispatcher keeps its subscription after the
+// last waiter left, so that a key contended in bursts does not subscribe
+// for every burst.
+const dispatchLinger = 30 * time.Second
+
+// lineLinger is how long a dispatcher remembers a key nobody waits for
+// after its entry in the key's queue surely expired: a grant still on its
+// way can then be passed on.
+const lineLinger = 10 * time.Second
+
+// dispatcher hands the keys that releases grant to one Lock or Pool value
+// (a "process") to its waiting Acquire calls.
+//
+// For each key, the process has at most one entry in the key's wait queue
+// (see acquire.lua and release.lua), and its waiting calls form a local
+// first-in, first-out line behind it. A release hands the key to the first
+// process in the queue, which hands it to the first call in its line; the
+// process keeps its entry, at the back of the queue, while it has waiters.
+// Calls that join the line while the entry surely lasts send nothing, so a
+// hand-off costs one round trip: the release. All calls share one
+// subscription, to the value's own wake channel, made when the first one
+// waits and closed dispatchLinger after the last one left; a release made
+// through the same value publishes nothing and hands over locally.
+//
+// Lock order: mu is never held across a Redis call, except SUBSCRIBE.
+type dispatcher struct {
+	c       redis.UniversalClient
+	id      string // entry ids are <id>.<n>
+	channel string
+	epoch   time.Time // announce times travel as µs since epoch
+	// passOn releases a grant that no caller takes, dropping the entry id
+	// when not "".
+	passOn func(ctx context.Context, sk, token, drop string)
+
+	live atomic.Bool // the subscription is confirmed; read without mu
+
+	mu    sync.Mutex
+	ps    *redis.PubSub
+	lines map[string]*waitLine // by store key
+	byID  map[string]*waitLine // by entry id
+	next  uint64
+	users int         // callers registered in any line
+	idle  *time.Timer // closes the subscription; nil while users > 0
+}
+
+// waitLine is the process's state for one key. Guarded by dispatcher.mu.
+type waitLine struct {
+	sk      string
+	id      string       // the process's entry id for sk
+	waiters []*redisLine // the calls waiting, first in first
+	until   time.Time    // the entry surely lasts until then; zero: maybe no entry
+	gone    time.Time    // when an idle line may be forgotten
+	fence   int64        // fence of the process's latest release of sk ...
+	sent    time.Time    // ... and when that release was sent
+}
+
+func newDispatcher(c redis.UniversalClient, namespace string) *dispatcher {
+	id := rand.Text()
+	return &dispatcher{
+		c:       c,
+		id:      id,
+		channel: keys.Wake(namespace, id),
+		epoch:   time.Now(),
+		lines:   map[string]*waitLine{},
+		byID:    map[string]*waitLine{},
+	}
+}
+
+// ownChannel returns the wake channel while the subscription is live, else
+// "": a release can then hand a key to this process without publishing.
+func (d *dispatcher) ownChannel() string {
+	if d.live.Load() {
+		return d.channel
+	}
+	return ""
+}
+
+// micros returns t as announced: µs since the epoch.
+func (d *dispatcher) micros(t time.Time) int64 { return t.Sub(d.epoch).Microseconds() }
+
+// join puts a caller at the end of the line for sk, subscribing first when
+// nobody listens yet.
+func (d *dispatcher) join(ctx context.Context, sk string) (*redisLine, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.idle != nil {
+		d.idle.Stop()
+		d.idle = nil
+	}
+	if d.ps == nil {
+		ps := d.c.Subscribe(ctx, d.channel)
+		if _, err := ps.Receive(ctx); err != nil { // the confirmation
+			_ = ps.Close()
+			if d.users == 0 {
+				d.lingerLocked()
+			}
+			return nil, err
+		}
+		d.ps = ps
+		d.live.Store(true)
+		go d.read(ps)
+	}
+	now := time.Now()
+	wl := d.lines[sk]
+	if wl == nil {
+		d.forgetIdleLocked(now)
+		d.next++
+		wl = &waitLine{sk: sk, id: d.id + "." + strconv.FormatUint(d.next, 36)}
+		d.lines[sk] = wl
+		d.byID[wl.id] = wl
+	}
+	l := &redisLine{d: d, wl: wl, ch: make(chan grant, 1)}
+	wl.waiters = append(wl.waiters, l)
+	d.users++
+	return l, nil
+}
+
+// forgetIdleLocked drops lines nobody waits in whose entries are surely
+// gone. Caller holds mu.
+func (d *dispatcher) forgetIdleLocked(now time.Time) {
+	for sk, wl := range d.lines {
+		if len(wl.waiters) == 0 && now.After(wl.gone) {
+			delete(d.lines, sk)
+			delete(d.byID, wl.id)
+		}
+	}
+}
+
+// idleLocked marks a line that nobody waits in. Caller holds mu.
+func (wl *waitLine) idleLocked() {
+	wl.gone = wl.until.Add(lineLinger)
+}
+
+// announced records that an attempt sent at sent kept the process's entry
+// for sk for wait from its arrival.
+func (d *dispatcher) announced(l *redisLine, sent time.Time, wait time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if u := sent.Add(wait); u.After(l.wl.until) {
+		l.wl.until = u
+	}
+}
+
+// released records a release of sk sent at sent, of a hold with fence
+// fence, and returns the entry id to drop with it: the process's entry when
+// nobody here waits for sk any more.
+func (d *dispatcher) released(sk string, fence int64, sent time.Time) (drop string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	wl := d.lines[sk]
+	if wl == nil {
+		return ""
+	}
+	if fence > wl.fence {
+		wl.fence, wl.sent = fence, sent
+	}
+	if len(wl.waiters) > 0 || wl.until.IsZero() {
+		return ""
+	}
+	wl.until = time.Time{}
+	wl.idleLocked()
+	return wl.id
+}
+
+// read delivers the messages of ps until it is closed.
+func (d *dispatcher) read(ps *redis.PubSub) {
+	for m := range ps.Channel() {
+		_ = d.deliverMessage(m.Payload)
+	}
+}
+
+// deliverMessage delivers a grant message of release.lua: "<entry id>
+// <fence> <announced µs> <TTL ms>".
+func (d *dispatcher) deliverMessage(msg string) error {
+	f := strings.Fields(msg)
+	if len(f) != 4 {
+		return fmt.Errorf("%w: grant %q", script.ErrReply, msg)
+	}
+	fence, err1 := strconv.ParseInt(f[1], 10, 64)
+	at, err2 := strconv.ParseInt(f[2], 10, 64)
+	ttl, err3 := strconv.ParseInt(f[3], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return fmt.Errorf("%w: grant %q", script.ErrReply, msg)
+	}
+	d.deliver(f[0], fence, at, time.Duration(ttl)*time.Millisecond)
+	return nil
+}
+
+// deliver hands the key granted to entry id, with fence and TTL ttl, to the
+// first caller in the entry's line, or passes it on when nobody waits.
+// announced is when the entry's data was written, in µs since the epoch.
+func (d *dispatcher) deliver(id string, fence, announced int64, ttl time.Duration) {
+	d.mu.Lock()
+	wl := d.byID[id]
+	if wl == nil {
+		d.mu.Unlock()
+		return // unknown: the grant expires with its TTL
+	}
+	// The grant's TTL started after the entry's data was written, and
+	// after this process's release of a hold with a smaller fence.
+	g := grant{token: id + ":" + strconv.FormatInt(fence, 10), fence: fence, ttl: ttl,
+		since: d.epoch.Add(time.Duration(announced) * time.Microsecond)}
+	if fence > wl.fence && wl.sent.After(g.since) {
+		g.since = wl.sent
+	}
+	d.handLocked(wl, g)
+	d.mu.Unlock()
+}
+
+// handLocked gives g to the first caller in wl, or passes it on. Caller
+// holds mu.
+func (d *dispatcher) handLocked(wl *waitLine, g grant) {
+	if len(wl.waiters) == 0 {
+		drop := ""
+		if !wl.until.IsZero() {
+			drop = wl.id
+			wl.until = time.Time{}
+			wl.idleLocked()
+		}
+		go d.passOnGrant(wl.sk, g.token, drop)
+		return
+	}
+	head := wl.waiters[0]
+	wl.waiters = wl.waiters[1:]
+	head.out = true
+	head.ch <- g // buffered, and a caller gets at most one grant
+}
+
+// passOnGrant releases a grant nobody takes, on a context of its own.
+func (d *dispatcher) passOnGrant(sk, token, drop string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d.passOn(ctx, sk, token, drop)
+}
+
+// leave takes l out of its line; see line.leave.
+func (d *dispatcher) leave(ctx context.Context, l *redisLine, holding bool) {
+	d.mu.Lock()
+	wl := l.wl
+	if !l.out {
+		for i, w := range wl.waiters {
+			if w == l {
+				wl.waiters = append(wl.waiters[:i], wl.waiters[i+1:]...)
+				break
+			}
+		}
+	}
+	l.out = true
+	var g grant
+	handed := false
+	select {
+	case g = <-l.ch:
+		handed = true
+	default:
+	}
+	drop := ""
+	if len(wl.waiters) == 0 && (handed || (!holding && !wl.until.IsZero())) {
+		// Nobody here waits any more: drop the entry now, rather than have
+		// the next release hand the key to nobody.
+		drop = wl.id
+		wl.until = time.Time{}
+		wl.idleLocked()
+	} else if handed {
+		d.handLocked(wl, g) // the next caller takes it
+		handed = false
+	}
+	d.users--
+	if d.users == 0 && d.ps != nil && d.idle == nil {
+		d.lingerLocked()
+	}
+	d.mu.Unlock()
+	switch {
+	case handed:
+		d.passOn(context.WithoutCancel(ctx), wl.sk, g.token, drop)
+	case drop != "":
+		d.passOn(context.WithoutCancel(ctx), wl.sk, "", drop)
+	}
+}
+
+// lingerLocked arms the timer that closes an unused subscription. Caller
+// holds mu.
+func (d *dispatcher) lingerLocked() {
+	var t *time.Timer
+	t = time.AfterFunc(dispatchLinger, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.idle != t || d.users > 0 {
+			return // a caller came back
+		}
+		d.idle = nil
+		if d.ps != nil {
+			d.live.Store(false)
+			_ = d.ps.Close()
+			d.ps = nil
+		}
+	})
+	d.idle = t
+}
+
+// redisLine is a caller in a dispatcher's line.
+type redisLine struct {
+	d   *dispatcher
+	wl  *waitLine
+	ch  chan grant // the grant handed to the caller
+	out bool       // no longer in wl.waiters; guarded by d.mu
+}
+
+func (l *redisLine) queued(d time.Duration) bool {
+	l.d.mu.Lock()
+	defer l.d.mu.Unlock()
+	return !l.out && time.Until(l.wl.until) > d
+}
+
+// lasts returns how long after t the process's entry surely lasts.
+func (l *redisLine) lasts(t time.Time) time.Duration {
+	l.d.mu.Lock()
+	defer l.d.mu.Unlock()
+	return max(l.wl.until.Sub(t), 0)
+}
+
+func (l *redisLine) wait(ctx context.Context, d time.Duration) (grant, bool, error) {
+	return waitOn(ctx, d, l.ch)
+}
+
+func (l *redisLine) leave(ctx context.Context, holding bool) { l.d.leave(ctx, l, holding) }
