@@ -70,13 +70,20 @@ func newEnv(client *redis.Client) (*env, error) {
 // cleanup deletes every key of the run's namespace (lock keys and fencing
 // counters), which matters only on a server given with --redis-url.
 func (e *env) cleanup(ctx context.Context) error {
-	for _, pattern := range []string{e.prefix + "|*", "{" + e.prefix + "|*"} {
-		iter := e.client.Scan(ctx, 0, pattern, 1000).Iterator()
+	return deleteNamespace(ctx, e.client, e.prefix)
+}
+
+// deleteNamespace deletes every key of the lock namespace prefix: the lock
+// keys (<prefix>|...) and their hash-tagged siblings such as fencing
+// counters and waiters keys ({<prefix>|...}...).
+func deleteNamespace(ctx context.Context, client *redis.Client, prefix string) error {
+	for _, pattern := range []string{prefix + "|*", "{" + prefix + "|*"} {
+		iter := client.Scan(ctx, 0, pattern, 1000).Iterator()
 		var batch []string
 		for iter.Next(ctx) {
 			batch = append(batch, iter.Val())
 			if len(batch) == 1000 {
-				if err := e.client.Unlink(ctx, batch...).Err(); err != nil {
+				if err := client.Unlink(ctx, batch...).Err(); err != nil {
 					return err
 				}
 				batch = batch[:0]
@@ -86,7 +93,7 @@ func (e *env) cleanup(ctx context.Context) error {
 			return err
 		}
 		if len(batch) > 0 {
-			if err := e.client.Unlink(ctx, batch...).Err(); err != nil {
+			if err := client.Unlink(ctx, batch...).Err(); err != nil {
 				return err
 			}
 		}

@@ -12,10 +12,25 @@ import (
 )
 
 // testEnv is shared by the tests and benchmarks: one client on one server,
-// a private redis-server unless LOCKBENCH_REDIS_URL names one.
-var testEnv *env
+// a private redis-server unless LOCKBENCH_REDIS_URL names one. testURL is
+// that server's URL.
+var (
+	testEnv *env
+	testURL string
+)
 
-func TestMain(m *testing.M) { os.Exit(testMain(m)) }
+func TestMain(m *testing.M) {
+	// TestHandoffSmoke starts this test binary again as the child processes
+	// of its runs.
+	if IsHandoffChild() {
+		if err := RunHandoffChild(context.Background(), os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "handoff child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(testMain(m))
+}
 
 func testMain(m *testing.M) int {
 	ctx := context.Background()
@@ -29,6 +44,7 @@ func testMain(m *testing.M) int {
 		defer srv.Stop()
 		url = "redis://" + srv.Addr
 	}
+	testURL = url
 	client, err := NewClient(url)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -10,6 +10,16 @@
 // The command lockbench (./lockbench) prints the comparison; the Go
 // benchmarks BenchmarkCompare/<case>/goroutines=<n> run the same cases under
 // go test. Both start a private redis-server on a free loopback port unless
-// given a server. This is a separate module so that bsm/redislock never
-// becomes a dependency of redisallocator itself.
+// given a server.
+//
+// The command handoff (./handoff, RunHandoff) measures the opposite case:
+// many goroutines, in one or several processes, contend for one key and
+// the lock passes from holder to holder. It compares redisallocator's
+// Acquire with release notification, bsm/redislock's Obtain polling every
+// millisecond and redisallocator's Acquire polling every millisecond, by
+// hand-offs per second, wait time, fairness and Redis CPU and commands per
+// hand-off, and checks mutual exclusion on the way.
+//
+// This is a separate module so that bsm/redislock never becomes a
+// dependency of redisallocator itself.
 package bench
