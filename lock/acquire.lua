@@ -4,16 +4,20 @@
 --
 -- KEYS[1]  lock key
 -- KEYS[2]  fencing counter of the lock key (same slot)
+-- KEYS[3]  grant marker of the lock key (same slot), given with ARGV[4]
 -- ARGV[1]  owner token
 -- ARGV[2]  TTL in milliseconds, as a decimal string; "0" means no expiry
--- ARGV[3]  life of the fencing counter after this grant, in milliseconds
--- ARGV[4]  grant id recorded with the fence of a grant this call takes
---          afresh, "" for none (release.lua can then give back only it)
--- ARGV[5]  "" or a token the key was handed over with (release.lua) to
---          the caller's process: the caller takes the key from it
--- Only when the caller waits (KEYS[3] and KEYS[4] given):
--- KEYS[3]  wait queue of the lock key: ZSET entry id → arrival in ms
--- KEYS[4]  queue entries: HASH entry id → "<deadline ms> <data>"
+-- ARGV[3]  life of a fencing counter started by this grant, in milliseconds
+-- ARGV[4]  optional: "" or a grant id: when this call takes the key afresh,
+--          the grant marker is set to it (for ARGV[3] ms), so that
+--          release.lua can give back only this grant; a reentrant grant
+--          deletes the marker
+-- ARGV[5]  optional: "" or a token the key was handed over with
+--          (release.lua) to the caller's process: the caller takes the key
+--          from it
+-- Only when the caller waits (KEYS[4] and KEYS[5] given):
+-- KEYS[4]  wait queue of the lock key: ZSET entry id → arrival in ms
+-- KEYS[5]  queue entries: HASH entry id → "<deadline ms> <data>"
 -- ARGV[6]  the entry id of the caller's process for this key
 -- ARGV[7]  milliseconds from now the entry lasts at least
 -- ARGV[8]  the entry's data: "<grant TTL ms> <announced µs> <wake channel>"
@@ -28,7 +32,30 @@
 --
 -- The reply is one integer, not an array: an array reply costs the server
 -- more than the whole SET NX.
-local token = ARGV[1]
+local token, grant, from = ARGV[1], ARGV[4] or '', ARGV[5] or ''
+
+-- granted issues the fence of a grant and keeps the grant marker; fresh
+-- says the call took the key afresh. When no fence can be issued, a key the
+-- call just set is deleted and the error returned: a failed call leaves no
+-- lock behind.
+local function granted(fresh)
+  local f, err = issue_fence(KEYS[2], ARGV[3])
+  if not f then
+    if fresh then
+      redis.call('DEL', KEYS[1])
+    end
+    return err
+  end
+  if grant ~= '' then
+    if fresh then
+      redis.call('SET', KEYS[3], grant, 'PX', ARGV[3])
+    else
+      redis.call('DEL', KEYS[3])
+    end
+  end
+  return f
+end
+
 local nx
 if ARGV[2] ~= '0' then
   nx = redis.call('SET', KEYS[1], token, 'NX', 'PX', ARGV[2])
@@ -36,7 +63,7 @@ else
   nx = redis.call('SET', KEYS[1], token, 'NX')
 end
 if nx then
-  return (issue_fence(KEYS[2], ARGV[3], ARGV[4], now_us()))
+  return granted(true)
 end
 local cur = redis.call('GET', KEYS[1])
 if cur == token then
@@ -45,24 +72,24 @@ if cur == token then
   else
     redis.call('PERSIST', KEYS[1])
   end
-  return (issue_fence(KEYS[2], ARGV[3], '', now_us())) -- not a fresh grant
+  return granted(false)
 end
-if ARGV[5] ~= '' and cur == ARGV[5] then
+if from ~= '' and cur == from then
   if ARGV[2] ~= '0' then
     redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
   else
     redis.call('SET', KEYS[1], token)
   end
-  return (issue_fence(KEYS[2], ARGV[3], ARGV[4], now_us()))
+  return granted(true)
 end
-if KEYS[3] then
+if KEYS[4] then
   local now, wait = now_us(), tonumber(ARGV[7])
   -- Scores in ms with a fraction, deadlines in whole ms: both print exactly.
-  redis.call('ZADD', KEYS[3], 'NX', now / 1000, ARGV[6])
-  redis.call('HSET', KEYS[4], ARGV[6], (math.floor(now / 1000) + wait) .. ' ' .. ARGV[8])
-  if redis.call('PTTL', KEYS[3]) < wait then
-    redis.call('PEXPIRE', KEYS[3], wait)
+  redis.call('ZADD', KEYS[4], 'NX', now / 1000, ARGV[6])
+  redis.call('HSET', KEYS[5], ARGV[6], (math.floor(now / 1000) + wait) .. ' ' .. ARGV[8])
+  if redis.call('PTTL', KEYS[4]) < wait then
     redis.call('PEXPIRE', KEYS[4], wait)
+    redis.call('PEXPIRE', KEYS[5], wait)
   end
 end
 return -(redis.call('PTTL', KEYS[1]) + 2)

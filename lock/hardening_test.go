@@ -378,8 +378,9 @@ func TestPoolCancelledContext(t *testing.T) {
 }
 
 // TestFenceCountersExpire: one-off locks leave no key without an expiry,
-// and a fence issued after every key of a lock expired (its counter too) is
-// still larger than every fence issued before.
+// every key goes within the TTL plus the grace, and a fence issued after
+// every key of a lock expired (its counter too) is still larger than every
+// fence issued before.
 func TestFenceCountersExpire(t *testing.T) {
 	forEachRedis(t, func(t *testing.T, c redisClient) {
 		ctx, ns := ctxT(t), redistest.Namespace(t)
@@ -390,10 +391,14 @@ func TestFenceCountersExpire(t *testing.T) {
 		for i := range 200 {
 			var h *lock.Held
 			var err error
+			var opts []lock.AcquireOption
+			if i%3 == 0 {
+				opts = append(opts, lock.WithToken(fmt.Sprint("owner-", i))) // sets a grant marker
+			}
 			if i%2 == 0 {
-				h, err = l.TryAcquire(ctx, fmt.Sprint("one-off-", i), time.Minute)
+				h, err = l.TryAcquire(ctx, fmt.Sprint("one-off-", i), 100*time.Millisecond, opts...)
 			} else {
-				h, err = p.TryAcquire(ctx, fmt.Sprint("one-off-", i), time.Minute)
+				h, err = p.TryAcquire(ctx, fmt.Sprint("one-off-", i), 100*time.Millisecond, opts...)
 			}
 			if err != nil {
 				t.Fatal(err)
@@ -423,11 +428,11 @@ func TestFenceCountersExpire(t *testing.T) {
 				}
 			}
 		}
-		// The counters outlive their grants by grace only: wait them out.
+		// The counters outlive their grants' TTL by the grace only.
 		deadline := time.Now().Add(5 * time.Second)
-		for len(scanAll(t, c, "*"+ns+"*")) > 0 {
+		for left := scanAll(t, c, "*"+ns+"*"); len(left) > 0; left = scanAll(t, c, "*"+ns+"*") {
 			if time.Now().After(deadline) {
-				t.Fatalf("keys left: %v", scanAll(t, c, "*"+ns+"*"))
+				t.Fatalf("%d keys left, such as %q", len(left), left[0])
 			}
 			time.Sleep(20 * time.Millisecond)
 		}

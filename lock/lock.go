@@ -147,26 +147,34 @@ func (r *redisBackend) storeKey(key string) string { return r.key(key) }
 func (r *redisBackend) acquire(ctx context.Context, sk string, a *attempt) (int64, time.Duration, bool, error) {
 	ms, _ := ttlMillis(a.ttl)
 	life := (max(a.ttl, 0) + r.grace).Milliseconds()
-	var n int64
-	var err error
 	l, _ := a.line.(*redisLine)
+	// Keys and arguments beyond the first ones only when used: each costs
+	// the server time (see acquire.lua).
+	ks := []string{sk, r.fence(sk), keys.Grant(sk)}
+	args := []any{a.token, ms, life, a.grant, a.from}
 	sent := time.Now()
-	if l == nil {
-		n, err = runInt(ctx, r.p, acquireScript, []string{sk, r.fence(sk)}, a.token, ms, life, a.grant, a.from)
-	} else {
+	var wait int64
+	switch {
+	case l != nil:
 		// The entry lasts at least as long as this caller waits, and as
 		// long as it surely lasted already (other callers may rely on it).
-		wait := max(waitMillis(a.wait), l.lasts(sent).Milliseconds())
+		wait = max(waitMillis(a.wait), l.lasts(sent).Milliseconds())
 		grantTTL := a.ttl
 		if grantTTL <= 0 {
 			grantTTL = provisionalTTL
 		}
 		data := strconv.FormatInt(grantTTL.Milliseconds(), 10) + " " + strconv.FormatInt(r.d.micros(sent), 10) + " " + r.d.channel
-		n, err = runInt(ctx, r.p, acquireScript, []string{sk, r.fence(sk), keys.Queue(sk), keys.Queued(sk)},
-			a.token, ms, life, a.grant, a.from, l.wl.id, wait, data)
-		if err == nil && n < 0 {
-			r.d.announced(l, sent, time.Duration(wait)*time.Millisecond)
-		}
+		ks = append(ks, keys.Queue(sk), keys.Queued(sk))
+		args = append(args, l.wl.id, wait, data)
+	case a.from != "":
+	case a.grant != "":
+		args = args[:4]
+	default:
+		ks, args = ks[:2], args[:3]
+	}
+	n, err := runInt(ctx, r.p, acquireScript, ks, args...)
+	if l != nil && err == nil && n < 0 {
+		r.d.announced(l, sent, time.Duration(wait)*time.Millisecond)
 	}
 	switch {
 	case err != nil:
@@ -195,8 +203,19 @@ func (r *redisBackend) release(ctx context.Context, sk, token string, o releaseO
 // runRelease runs release.lua (see there) and hands a key it granted to
 // this process's own waiters.
 func (r *redisBackend) runRelease(ctx context.Context, sk, token, grantID, drop string) (bool, error) {
-	v, err := releaseScript.Run(ctx, r.p, []string{sk, r.fence(sk), keys.Queue(sk), keys.Queued(sk)},
-		token, r.grace.Milliseconds(), grantID, drop, r.d.ownChannel()).Result()
+	ks := []string{sk, keys.Queue(sk), keys.Queued(sk), r.fence(sk)}
+	args := []any{token, r.grace.Milliseconds(), r.d.ownChannel(), drop, grantID}
+	switch { // arguments beyond the first ones only when used
+	case grantID != "":
+		ks = append(ks, keys.Grant(sk))
+	case drop != "":
+		args = args[:4]
+	case args[2] != "":
+		args = args[:3]
+	default:
+		args = args[:2]
+	}
+	v, err := releaseScript.Run(ctx, r.p, ks, args...).Result()
 	if err != nil {
 		return false, err
 	}

@@ -51,6 +51,7 @@ type memStore struct {
 	mu      sync.Mutex
 	entries map[string]memEntry      // live (or not yet swept) keys
 	fences  map[string]memFence      // fencing counter per key ("" when shared)
+	marks   map[string]memFence      // grant marker per key: grant id and expiry
 	shared  bool                     // one fencing counter for all keys (a pool)
 	grace   time.Duration            // a counter outlives a grant's TTL by this much
 	queues  map[string][]*memWaiting // calls waiting for a key, in arrival order
@@ -64,8 +65,8 @@ type memEntry struct {
 	expires time.Time // zero: no expiry
 }
 
-// memFence is a fencing counter: the last fence issued, the grant id
-// recorded with it, and when the counter expires.
+// memFence is a fencing counter (the last fence issued and when the
+// counter expires) or a grant marker (a grant id and its expiry).
 type memFence struct {
 	last    int64
 	grant   string
@@ -89,6 +90,7 @@ func newMemStore(sharedFence bool, grace time.Duration) *memStore {
 		grace:   grace,
 		entries: map[string]memEntry{},
 		fences:  map[string]memFence{},
+		marks:   map[string]memFence{},
 		queues:  map[string][]*memWaiting{},
 		pool:    map[string]struct{}{},
 	}
@@ -127,9 +129,11 @@ func (m *memStore) sweepLocked(now time.Time) {
 			delete(m.entries, k)
 		}
 	}
-	for k, f := range m.fences {
-		if !now.Before(f.expires) {
-			delete(m.fences, k)
+	for _, fences := range []map[string]memFence{m.fences, m.marks} {
+		for k, f := range fences {
+			if !now.Before(f.expires) {
+				delete(fences, k)
+			}
 		}
 	}
 	for k, q := range m.queues {
@@ -155,16 +159,32 @@ func (m *memStore) fenceKey(key string) string {
 	return key
 }
 
-// fenceLocked issues the next fence of key for a grant of ttl, as
-// issue_fence in fence.lua does. Caller holds mu.
-func (m *memStore) fenceLocked(key string, ttl time.Duration, grant string, now time.Time) int64 {
+// fenceLocked issues the next fence of key for a grant whose counter, if
+// it starts one, lives life; as issue_fence in fence.lua does. Caller holds
+// mu.
+func (m *memStore) fenceLocked(key string, life time.Duration, now time.Time) int64 {
 	fk := m.fenceKey(key)
-	f := now.UnixMicro()
-	if c, ok := m.fences[fk]; ok && now.Before(c.expires) && c.last >= f {
-		f = c.last + 1
+	if c, ok := m.fences[fk]; ok && now.Before(c.expires) {
+		c.last++
+		m.fences[fk] = c
+		return c.last
 	}
-	m.fences[fk] = memFence{last: f, grant: grant, expires: now.Add(max(ttl, 0) + m.grace)}
+	f := now.UnixMicro()
+	m.fences[fk] = memFence{last: f, expires: now.Add(life)}
 	return f
+}
+
+// grantedLocked issues the fence of a grant of ttl and keeps key's grant
+// marker, as granted in acquire.lua does. Caller holds mu.
+func (m *memStore) grantedLocked(key string, ttl time.Duration, fresh bool, grantID string, now time.Time) int64 {
+	life := max(ttl, 0) + m.grace
+	switch {
+	case !fresh:
+		delete(m.marks, key)
+	case grantID != "":
+		m.marks[key] = memFence{grant: grantID, expires: now.Add(life)}
+	}
+	return m.fenceLocked(key, life, now)
 }
 
 // dequeueLocked drops l's entry from key's queue. Caller holds mu.
@@ -360,11 +380,8 @@ func (m *memStore) acquire(ctx context.Context, key string, a *attempt) (int64, 
 	e, held := m.getLocked(key, now)
 	if !held || e.value == a.token || (a.from != "" && e.value == a.from) {
 		m.setLocked(key, a.token, a.ttl, now)
-		grant := a.grant
-		if held && e.value == a.token {
-			grant = "" // not a fresh grant
-		}
-		return m.fenceLocked(key, a.ttl, grant, now), 0, true, nil
+		fresh := !held || e.value != a.token
+		return m.grantedLocked(key, a.ttl, fresh, a.grant, now), 0, true, nil
 	}
 	if l, ok := a.line.(*memLine); ok {
 		w := &memWaiting{l: l, ttl: a.ttl, deadline: now.Add(time.Duration(waitMillis(a.wait)) * time.Millisecond)}
@@ -415,7 +432,7 @@ func (m *memStore) releaseLocked(key, token, grantID string, now time.Time) bool
 		return false
 	}
 	if grantID != "" {
-		if f, ok := m.fences[m.fenceKey(key)]; !ok || !now.Before(f.expires) || f.grant != grantID {
+		if f, ok := m.marks[key]; !ok || !now.Before(f.expires) || f.grant != grantID {
 			return false
 		}
 	}
@@ -425,17 +442,13 @@ func (m *memStore) releaseLocked(key, token, grantID string, now time.Time) bool
 		if now.After(w.deadline) {
 			continue // stopped waiting
 		}
-		f := m.fenceLocked(key, w.ttl, "", now)
+		f := m.fenceLocked(key, w.ttl+m.grace, now)
 		g := grant{token: w.l.id + ":" + strconv.FormatInt(f, 10), fence: f, ttl: w.ttl, since: now}
 		m.setLocked(key, g.token, w.ttl, now)
 		w.l.ch <- g // buffered, and a call gets at most one grant
 		return true
 	}
 	m.deleteLocked(key)
-	if f, ok := m.fences[m.fenceKey(key)]; ok && now.Before(f.expires) { // outlives the key by the grace
-		f.expires = now.Add(m.grace)
-		m.fences[m.fenceKey(key)] = f
-	}
 	return true
 }
 

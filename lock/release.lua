@@ -2,23 +2,26 @@
 -- it, or hands it to the first process waiting in its queue.
 --
 -- KEYS[1]  lock key
--- KEYS[2]  fencing counter of the lock key (same slot)
--- KEYS[3]  wait queue of the lock key (same slot; see acquire.lua)
--- KEYS[4]  queue entries of the lock key (same slot)
+-- KEYS[2]  wait queue of the lock key (same slot; see acquire.lua)
+-- KEYS[3]  queue entries of the lock key (same slot)
+-- KEYS[4]  fencing counter of the lock key (same slot)
+-- KEYS[5]  grant marker of the lock key (same slot; see acquire.lua), given
+--          with ARGV[5]; a stale marker does no harm, as it only counts with
+--          the token that set it, so a release leaves it to expire
 -- ARGV[1]  owner token; "" to only drop the entry ARGV[4]
--- ARGV[2]  grace in milliseconds: the fencing counter outlives a grant's
---          TTL by this much, and a deleted key by this much
--- ARGV[3]  "" or a grant id: release only when the fencing counter records
---          that grant, i.e. the key was taken afresh by that acquisition and
+-- ARGV[2]  grace in milliseconds: a fencing counter started by a hand-over
+--          lives the handed-over TTL plus this
+-- ARGV[3]  optional: the caller's own wake channel, "" for none
+-- ARGV[4]  optional: "" or an entry id to drop from the queue first (the
+--          caller's process has nobody left waiting for the key)
+-- ARGV[5]  optional: "" or a grant id: release only when the grant marker
+--          holds it, i.e. the key was taken afresh by that acquisition and
 --          granted to nobody since (the clean-up after an attempt whose
 --          outcome is unknown)
--- ARGV[4]  "" or an entry id to drop from the queue first (the caller's
---          process has nobody left waiting for the key)
--- ARGV[5]  the caller's own wake channel, "" for none
 --
 -- Returns 0 when the token does not own the key (or not by that grant),
 -- else 1, or, when the key was handed to the caller's own process (whose
--- entry has ARGV[5] as channel), the message below: the caller passes it on
+-- entry has ARGV[3] as channel), the message below: the caller passes it on
 -- itself, and nothing is published.
 --
 -- A hand-over skips (and drops) entries whose deadline passed: their
@@ -28,49 +31,51 @@
 -- ms>". Its entry goes to the back of the queue, where it stays until its
 -- deadline or until its process drops it: the processes waiting for a key
 -- take turns, and a process whose callers queue again needs no command.
-local token = ARGV[1]
-if ARGV[4] ~= '' then
-  redis.call('ZREM', KEYS[3], ARGV[4])
-  redis.call('HDEL', KEYS[4], ARGV[4])
+local token, own, drop, grant = ARGV[1], ARGV[3] or '', ARGV[4] or '', ARGV[5] or ''
+if drop ~= '' then
+  redis.call('ZREM', KEYS[2], drop)
+  redis.call('HDEL', KEYS[3], drop)
 end
 if token == '' or redis.call('GET', KEYS[1]) ~= token then
   return 0
 end
-if ARGV[3] ~= '' then
-  local c = redis.call('GET', KEYS[2])
-  if not c or string.match(c, ':(.*)$') ~= ARGV[3] then
-    return 0
-  end
+if grant ~= '' and redis.call('GET', KEYS[5]) ~= grant then
+  return 0
 end
 local now
-while true do
-  local first = redis.call('ZRANGE', KEYS[3], 0, 1)
+-- EXISTS first: an integer reply costs Lua less than an empty array, and a
+-- release nobody waits for is the common case.
+while redis.call('EXISTS', KEYS[2]) == 1 do
+  local first = redis.call('ZRANGE', KEYS[2], 0, 1)
   local head = first[1]
   if not head then
     break
   end
-  local e = redis.call('HGET', KEYS[4], head)
+  local e = redis.call('HGET', KEYS[3], head)
   local deadline, ttl, announced, channel
   if e then
     deadline, ttl, announced, channel = string.match(e, '^(%d+) (%d+) (%d+) (.*)$')
   end
   now = now or now_us()
   if deadline and tonumber(deadline) * 1000 >= now then
-    local _, fs = issue_fence(KEYS[2], tonumber(ttl) + tonumber(ARGV[2]), '', now)
+    local f, err = issue_fence(KEYS[4], tonumber(ttl) + tonumber(ARGV[2]))
+    if not f then
+      return err
+    end
+    local fs = string.format('%.0f', f)
     redis.call('SET', KEYS[1], head .. ':' .. fs, 'PX', ttl)
     if first[2] then -- others wait too: to the back
-      redis.call('ZADD', KEYS[3], now / 1000, head)
+      redis.call('ZADD', KEYS[2], now / 1000, head)
     end
     local msg = head .. ' ' .. fs .. ' ' .. announced .. ' ' .. ttl
-    if channel == ARGV[5] then
+    if channel == own then
       return msg
     end
     redis.call('PUBLISH', channel, msg)
     return 1
   end
-  redis.call('ZREM', KEYS[3], head)
-  redis.call('HDEL', KEYS[4], head)
+  redis.call('ZREM', KEYS[2], head)
+  redis.call('HDEL', KEYS[3], head)
 end
 redis.call('DEL', KEYS[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1

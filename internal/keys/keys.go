@@ -9,8 +9,10 @@
 //	<prefix>|<suffix>:<key>            [STRING] plain lock key holding the caller's value
 //	                                   (same layout as the Python redis-allocator)
 //	{<lock key>}|fence                 [STRING] fencing counter of an untagged lock key: the last
-//	                                   fence issued, expiring some time after the last grant
+//	                                   fence issued, expiring some time after it started
 //	{<tag>}|fence|<lock key>           [STRING] fencing counter of a lock key with hash tag <tag>
+//	{<lock key>}|grant                 [STRING] grant id of the acquisition that took the key
+//	{<tag>}|grant|<lock key>           afresh with a token of its caller's (see Grant)
 //	{<lock key>}|queue                 [ZSET]   owner tokens waiting for an untagged lock key,
 //	                                   scored by arrival (see Queue)
 //	{<lock key>}|queued                [HASH]   token → entry of each waiting owner (see Queued)
@@ -100,6 +102,12 @@ func PoolFence(prefix, suffix string) string {
 // t starts with "{t}|fence|", which no lock key of a namespace without
 // braces in its suffix can produce.
 func Fence(lockKey string) string { return sibling(lockKey, "fence") }
+
+// Grant returns the grant marker of lockKey: the grant id of the
+// acquisition that took lockKey afresh with a token its caller chose, so
+// that the clean-up after an attempt of unknown outcome gives back only
+// that grant. It shares lockKey's slot and never equals a lock key.
+func Grant(lockKey string) string { return sibling(lockKey, "grant") }
 
 // Queue returns the wait queue of lockKey: a sorted set of the owner tokens
 // waiting for it, scored by arrival, which a release hands the key to in

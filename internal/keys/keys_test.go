@@ -15,6 +15,7 @@ func TestLayout(t *testing.T) {
 		{"fence", Fence("app|lock:k1"), "{app|lock:k1}|fence"},
 		{"fence tagged", Fence("{app}|lock:k1"), "{app}|fence|{app}|lock:k1"},
 		{"fence pool", Fence(PoolLock("app", "lock-pool", "k1")), "{app|lock-pool}|fence|{app|lock-pool}:k1"},
+		{"grant", Grant("app|lock:k1"), "{app|lock:k1}|grant"},
 		{"queue", Queue("app|lock:k1"), "{app|lock:k1}|queue"},
 		{"queued", Queued("app|lock:k1"), "{app|lock:k1}|queued"},
 		{"queue pool", Queue(PoolLock("app", "lock-pool", "k1")), "{app|lock-pool}|queue|{app|lock-pool}:k1"},
@@ -92,7 +93,7 @@ func TestNamespaceProblem(t *testing.T) {
 // the fencing counter or waiters key of another key of the same namespace,
 // for plain and pool namespaces, and that both share the lock key's slot.
 func TestSiblingNeverALockKey(t *testing.T) {
-	siblings := map[string]func(string) string{"Fence": Fence, "Queue": Queue, "Queued": Queued}
+	siblings := map[string]func(string) string{"Fence": Fence, "Grant": Grant, "Queue": Queue, "Queued": Queued}
 	for _, prefix := range []string{"app", "{app}", "a{b", "x}y"} {
 		for _, key := range []string{"k", "k|fence", "k|waiters", "{t}y", "{t}y|fence", "}", "{}"} {
 			for name, sib := range siblings {
