@@ -95,7 +95,7 @@ func batchedTarget() target {
 
 func memoryTarget() target {
 	return target{
-		name:      "memory",
+		name:         "memory",
 		newLocker:    func(*testing.T) lock.Locker { return lock.NewMemory() },
 		newPool:      func(*testing.T) *lock.Pool { return lock.NewMemoryPool() },
 		newProcesses: func(*testing.T, int) []lock.Locker { return []lock.Locker{lock.NewMemory()} },
