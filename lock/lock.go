@@ -172,7 +172,20 @@ func (r *redisBackend) acquire(ctx context.Context, sk string, a *attempt) (int6
 	default:
 		ks, args = ks[:2], args[:3]
 	}
-	n, err := runInt(ctx, r.p, acquireScript, ks, args...)
+	v, err := acquireScript.Run(ctx, r.p, ks, args...).Result()
+	if fs, ok := v.(string); ok && err == nil && l != nil {
+		// The key was handed to this process, whose message got lost.
+		fence, err := strconv.ParseInt(fs, 10, 64)
+		if err != nil {
+			return 0, 0, false, fmt.Errorf("%w: acquire returned %q", script.ErrReply, fs)
+		}
+		r.d.discovered(l, fence)
+		return 0, -1, false, nil
+	}
+	var n int64
+	if err == nil {
+		n, err = script.Int64(v)
+	}
 	if l != nil && err == nil && n < 0 {
 		r.d.announced(l, sent, time.Duration(wait)*time.Millisecond)
 	}
@@ -196,8 +209,13 @@ func (r *redisBackend) refresh(ctx context.Context, sk, token string, ttl time.D
 }
 
 func (r *redisBackend) release(ctx context.Context, sk, token string, o releaseOpts) (bool, error) {
-	drop := r.d.released(sk, o.fence, time.Now())
-	return r.runRelease(ctx, sk, token, o.grant, drop)
+	drop := r.d.dropWith(sk)
+	sent := time.Now()
+	ok, err := r.runRelease(ctx, sk, token, o.grant, drop)
+	if ok {
+		r.d.released(sk, o.fence, sent)
+	}
+	return ok, err
 }
 
 // runRelease runs release.lua (see there) and hands a key it granted to

@@ -85,6 +85,7 @@ type dispatcher struct {
 	next  uint64
 	users int         // callers registered in any line
 	idle  *time.Timer // closes the subscription; nil while users > 0
+	swept time.Time   // when idle lines were last forgotten
 }
 
 // waitLine is the process's state for one key. Guarded by dispatcher.mu.
@@ -96,6 +97,7 @@ type waitLine struct {
 	gone    time.Time    // when an idle line may be forgotten
 	fence   int64        // fence of the process's latest release of sk ...
 	sent    time.Time    // ... and when that release was sent
+	handed  int64        // fence of the latest grant handed on
 }
 
 func newDispatcher(c redis.UniversalClient, namespace string) *dispatcher {
@@ -147,7 +149,10 @@ func (d *dispatcher) join(ctx context.Context, sk string) (*redisLine, error) {
 	now := time.Now()
 	wl := d.lines[sk]
 	if wl == nil {
-		d.forgetIdleLocked(now)
+		if now.Sub(d.swept) > lineLinger {
+			d.forgetIdleLocked(now)
+			d.swept = now
+		}
 		d.next++
 		wl = &waitLine{sk: sk, id: d.id + "." + strconv.FormatUint(d.next, 36)}
 		d.lines[sk] = wl
@@ -185,25 +190,40 @@ func (d *dispatcher) announced(l *redisLine, sent time.Time, wait time.Duration)
 	}
 }
 
-// released records a release of sk sent at sent, of a hold with fence
-// fence, and returns the entry id to drop with it: the process's entry when
-// nobody here waits for sk any more.
-func (d *dispatcher) released(sk string, fence int64, sent time.Time) (drop string) {
+// dropWith returns the entry id for a release of sk to drop: the
+// process's entry when nobody here waits for sk any more, else "".
+func (d *dispatcher) dropWith(sk string) string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	wl := d.lines[sk]
-	if wl == nil {
-		return ""
-	}
-	if fence > wl.fence {
-		wl.fence, wl.sent = fence, sent
-	}
-	if len(wl.waiters) > 0 || wl.until.IsZero() {
+	if wl == nil || len(wl.waiters) > 0 || wl.until.IsZero() {
 		return ""
 	}
 	wl.until = time.Time{}
 	wl.idleLocked()
 	return wl.id
+}
+
+// released records a successful release of sk, sent at sent, of a hold
+// with fence fence. A grant of sk to this process with a larger fence
+// happened after that release ran (nobody else held the key in between),
+// so its TTL started after sent.
+func (d *dispatcher) released(sk string, fence int64, sent time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if wl := d.lines[sk]; wl != nil && fence > wl.fence {
+		wl.fence, wl.sent = fence, sent
+	}
+}
+
+// discovered hands on a grant of fence that an attempt of l found instead
+// of its message. Its TTL's start is unknown, so the caller that gets it
+// confirms it with one more attempt.
+func (d *dispatcher) discovered(l *redisLine, fence int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	wl := l.wl
+	d.handLocked(wl, grant{token: wl.id + ":" + strconv.FormatInt(fence, 10), fence: fence})
 }
 
 // read delivers the messages of ps until it is closed.
@@ -251,9 +271,14 @@ func (d *dispatcher) deliver(id string, fence, announced int64, ttl time.Duratio
 	d.mu.Unlock()
 }
 
-// handLocked gives g to the first caller in wl, or passes it on. Caller
-// holds mu.
+// handLocked gives g to the first caller in wl, or passes it on; a grant
+// handed on before (its message and an attempt can both bring it) is
+// ignored. Caller holds mu.
 func (d *dispatcher) handLocked(wl *waitLine, g grant) {
+	if g.fence <= wl.handed {
+		return
+	}
+	wl.handed = g.fence
 	if len(wl.waiters) == 0 {
 		drop := ""
 		if !wl.until.IsZero() {
@@ -270,9 +295,13 @@ func (d *dispatcher) handLocked(wl *waitLine, g grant) {
 	head.ch <- g // buffered, and a caller gets at most one grant
 }
 
+// passOnTimeout bounds the round trip that passes on a grant or drops an
+// entry on nobody's behalf.
+const passOnTimeout = time.Second
+
 // passOnGrant releases a grant nobody takes, on a context of its own.
 func (d *dispatcher) passOnGrant(sk, token, drop string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), passOnTimeout)
 	defer cancel()
 	d.passOn(ctx, sk, token, drop)
 }
@@ -313,12 +342,15 @@ func (d *dispatcher) leave(ctx context.Context, l *redisLine, holding bool) {
 		d.lingerLocked()
 	}
 	d.mu.Unlock()
-	switch {
-	case handed:
-		d.passOn(context.WithoutCancel(ctx), wl.sk, g.token, drop)
-	case drop != "":
-		d.passOn(context.WithoutCancel(ctx), wl.sk, "", drop)
+	if !handed && drop == "" {
+		return
 	}
+	if !handed {
+		g.token = "" // only drop the entry
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), passOnTimeout)
+	defer cancel()
+	d.passOn(pctx, wl.sk, g.token, drop)
 }
 
 // lingerLocked arms the timer that closes an unused subscription. Caller

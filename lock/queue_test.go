@@ -253,3 +253,48 @@ func TestHandOverSkipsDeadProcess(t *testing.T) {
 }
 
 func redisZ(score float64, member string) redis.Z { return redis.Z{Score: score, Member: member} }
+
+// TestHandOverSurvivesLostMessage kills the waiting process's subscription
+// just before the release, so that the hand-over message is lost: the
+// waiter must still get the key soon (its next attempt finds the key
+// handed to its process), not when the key's TTL runs out.
+func TestHandOverSurvivesLostMessage(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := ctxT(t)
+	admin := srv.Client(t)
+	ns := "lost"
+	holderSide := mustNew(t, srv.Client(t), ns)
+	waiterSide := mustNew(t, srv.Client(t), ns)
+	for round := range 3 {
+		key := fmt.Sprint("k", round)
+		h, err := holderSide.TryAcquire(ctx, key, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan error, 1)
+		go func() {
+			w, err := waiterSide.Acquire(ctx, key, time.Minute, lock.WithReleaseNotify())
+			if err == nil {
+				err = w.Release(ctx)
+			}
+			got <- err
+		}()
+		time.Sleep(100 * time.Millisecond) // the waiter subscribed and queued
+		if err := admin.Do(ctx, "client", "kill", "type", "pubsub").Err(); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if err := h.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: the waiter did not get the key within 5s of the release (TTL 1m)", round)
+		}
+		t.Logf("round %d: handed over in %v", round, time.Since(start))
+	}
+}
