@@ -75,14 +75,18 @@ func (h *Held) marginFor(ttl time.Duration) time.Duration {
 // Key returns the caller's key (without namespace).
 func (h *Held) Key() string { return h.key }
 
-// Token returns the owner token stored in the lock key.
+// Token returns the owner token stored in the lock key: the one given with
+// WithToken, else a random one or, for a key a release handed over to an
+// Acquire with WithReleaseNotify, the one the release set.
 func (h *Held) Token() string { return h.token }
 
 // Fence returns the fencing token of this acquisition: every acquisition of
 // the same key in the same namespace gets a strictly larger one, across
-// processes (in a Pool, every acquisition of any member does). Pass it to a downstream store and have it reject writes that
-// carry a smaller fence than it has seen, so a holder whose lock expired
-// cannot overwrite the work of the next one.
+// processes (in a Pool, every acquisition of any member does). Pass it to a
+// downstream store and have it reject writes that carry a smaller fence
+// than it has seen, so a holder whose lock expired cannot overwrite the
+// work of the next one. Fences start from the Redis server's clock in
+// microseconds and need 16 digits; see the package documentation.
 func (h *Held) Fence() int64 { return h.fence }
 
 // TTL returns the TTL of the last successful acquire or refresh, in whole

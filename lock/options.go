@@ -115,13 +115,15 @@ func WithRetry(s RetryStrategy) AcquireOption {
 	return func(c *acquireConfig) { c.retry, c.retrySet = s, true }
 }
 
-// WithReleaseNotify makes Acquire subscribe to the key's release
-// notification after its first failed attempt and retry as soon as the
-// holder releases the lock, instead of sleeping out the whole retry delay.
-// The retry strategy (and the holder's remaining TTL, whichever is shorter)
-// still bounds every wait, so a forced Unlock, which sends no notification,
-// or an expiry is noticed too. The subscription costs one extra connection
-// while Acquire waits.
+// WithReleaseNotify makes Acquire wait in line for the key: a release hands
+// the key to the waiters in the order they arrived (processes take turns,
+// and the calls of one process go first in, first out), without freeing it
+// in between, and tells the next one at once. See the package
+// documentation. The retry strategy (and the holder's remaining TTL,
+// whichever is shorter) still bounds every wait, so a forced Unlock, which
+// hands the key to nobody, or an expiry is noticed too. The value's waiting
+// calls share one subscription: one more connection while any of them
+// waits, and for 30 s after the last one left.
 func WithReleaseNotify() AcquireOption {
 	return func(c *acquireConfig) { c.notify = true }
 }
