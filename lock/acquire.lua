@@ -29,7 +29,7 @@
 -- ≤ -2 with pttl = -reply - 2 milliseconds left; a waiting caller's entry
 -- is then in the queue (at its old place, if it had one) with the new
 -- deadline. When the key was handed to the waiting caller's process
--- ("<ARGV[6]>:<fence>"), returns that fence as a string.
+-- ("<ARGV[6]>:<fence>"), returns the string "<fence> <pttl + 2>" instead.
 --
 -- The reply is one integer, not an array: an array reply costs the server
 -- more than the whole SET NX.
@@ -84,12 +84,6 @@ if from ~= '' and cur == from then
   return granted(true)
 end
 if KEYS[4] then
-  -- A release handed the key to the caller's process, which has not heard
-  -- of it (a lost message): say so, and the process hands it on.
-  local mine = ARGV[6] .. ':'
-  if string.sub(cur, 1, #mine) == mine then
-    return string.sub(cur, #mine + 1)
-  end
   local now, wait = now_us(), tonumber(ARGV[7])
   -- Scores in ms with a fraction, deadlines in whole ms: both print exactly.
   redis.call('ZADD', KEYS[4], 'NX', now / 1000, ARGV[6])
@@ -97,6 +91,12 @@ if KEYS[4] then
   if redis.call('PTTL', KEYS[4]) < wait then
     redis.call('PEXPIRE', KEYS[4], wait)
     redis.call('PEXPIRE', KEYS[5], wait)
+  end
+  -- A release handed the key to the caller's process, which may not have
+  -- heard of it (a lost message): say so, and the process hands it on.
+  local mine = ARGV[6] .. ':'
+  if string.sub(cur, 1, #mine) == mine then
+    return string.sub(cur, #mine + 1) .. ' ' .. (redis.call('PTTL', KEYS[1]) + 2)
   end
 end
 return -(redis.call('PTTL', KEYS[1]) + 2)

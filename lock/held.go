@@ -563,7 +563,7 @@ func (a *acquisition) run(ctx context.Context) (*Held, error) {
 		if again && a.c.notify && a.l == nil && b.joinable() {
 			l, err := b.join(ctx, h.sk) // no round trip: the subscription is live
 			if err != nil {
-				return nil, a.fail(ctx, fmt.Errorf("lock: wait for %q: %w", key, err))
+				return nil, a.fail(ctx, a.joinError(ctx, err))
 			}
 			a.l = l
 		}
@@ -581,8 +581,8 @@ func (a *acquisition) run(ctx context.Context) (*Held, error) {
 				if !notSent(err) { // the script may have run before the reply was lost
 					a.owns = append(a.owns, h.token)
 				}
-				if ctx.Err() != nil {
-					err = fmt.Errorf("%w: key %q: %w", ErrNotObtained, key, ctx.Err())
+				if ended(ctx) {
+					err = fmt.Errorf("%w: key %q: %w", ErrNotObtained, key, endErr(ctx))
 				} else {
 					err = fmt.Errorf("lock: acquire %q: %w", key, err)
 				}
@@ -615,12 +615,7 @@ func (a *acquisition) run(ctx context.Context) (*Held, error) {
 		if a.c.notify && a.l == nil {
 			l, err := b.join(ctx, h.sk)
 			if err != nil {
-				if ctx.Err() != nil {
-					err = fmt.Errorf("%w: key %q: %w", ErrNotObtained, key, ctx.Err())
-				} else {
-					err = fmt.Errorf("lock: wait for %q: %w", key, err)
-				}
-				return nil, a.fail(ctx, err)
+				return nil, a.fail(ctx, a.joinError(ctx, err))
 			}
 			a.l = l
 			continue // announce the process now
@@ -646,11 +641,40 @@ func (a *acquisition) run(ctx context.Context) (*Held, error) {
 		if a.c.token == "" {
 			h.token = g.token
 		}
-		if h.token == g.token && g.ttl == h.ttl && a.take(g.fence, g.since) {
+		// A grant whose TTL's start is unknown (found by an attempt, not
+		// announced by its message) is always confirmed.
+		if h.token == g.token && g.ttl == h.ttl && !g.since.IsZero() && a.take(g.fence, g.since) {
 			return h, nil
 		}
 		a.from = g.token // take it with the next attempt, at once
 	}
+}
+
+// joinError is the error of a failed join: ErrNotObtained when ctx ended.
+func (a *acquisition) joinError(ctx context.Context, err error) error {
+	if ended(ctx) {
+		return fmt.Errorf("%w: key %q: %w", ErrNotObtained, a.h.key, endErr(ctx))
+	}
+	return fmt.Errorf("lock: wait for %q: %w", a.h.key, err)
+}
+
+// ended reports whether ctx has ended or its deadline has passed: a
+// network deadline taken from ctx can fire just before ctx's own timer.
+func ended(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
+}
+
+// endErr returns why ctx ended, for a ctx that ended(): DeadlineExceeded
+// while its timer has not fired yet.
+func endErr(ctx context.Context) error {
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	return context.DeadlineExceeded
 }
 
 // take fills in the handle of a grant with fence whose TTL started after

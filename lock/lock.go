@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -64,7 +65,9 @@ type redisBackend struct {
 func newRedisBackend(client redis.UniversalClient, c config, namespace string, key, fence func(string) string) (*redisBackend, error) {
 	b := &redisBackend{c: client, p: client, key: key, fence: fence, grace: c.grace, d: newDispatcher(client, namespace)}
 	b.d.passOn = func(ctx context.Context, sk, token, drop string) {
-		_, _ = b.runRelease(ctx, sk, token, "", drop)
+		if _, err := b.runRelease(ctx, sk, token, "", drop); err != nil && drop != "" {
+			b.d.dropFailed(sk)
+		}
 	}
 	if c.batch > 0 {
 		bt, err := batch.New(client, c.batch)
@@ -163,7 +166,8 @@ func (r *redisBackend) acquire(ctx context.Context, sk string, a *attempt) (int6
 		if grantTTL <= 0 {
 			grantTTL = provisionalTTL
 		}
-		data := strconv.FormatInt(grantTTL.Milliseconds(), 10) + " " + strconv.FormatInt(r.d.micros(sent), 10) + " " + r.d.channel
+		at := r.d.announcing(l, sent)
+		data := strconv.FormatInt(grantTTL.Milliseconds(), 10) + " " + strconv.FormatInt(at, 10) + " " + r.d.channel
 		ks = append(ks, keys.Queue(sk), keys.Queued(sk))
 		args = append(args, l.wl.id, wait, data)
 	case a.from != "":
@@ -173,21 +177,27 @@ func (r *redisBackend) acquire(ctx context.Context, sk string, a *attempt) (int6
 		ks, args = ks[:2], args[:3]
 	}
 	v, err := acquireScript.Run(ctx, r.p, ks, args...).Result()
-	if fs, ok := v.(string); ok && err == nil && l != nil {
-		// The key was handed to this process, whose message got lost.
-		fence, err := strconv.ParseInt(fs, 10, 64)
-		if err != nil {
-			return 0, 0, false, fmt.Errorf("%w: acquire returned %q", script.ErrReply, fs)
+	var n int64
+	if s, ok := v.(string); ok && err == nil && l != nil {
+		// The key was handed to this process, whose message may be lost:
+		// "<fence> <pttl + 2>", with the entry kept as for any wait.
+		fs, rest, _ := strings.Cut(s, " ")
+		fence, err1 := strconv.ParseInt(fs, 10, 64)
+		held, err2 := strconv.ParseInt(rest, 10, 64)
+		if err1 != nil || err2 != nil {
+			return 0, 0, false, fmt.Errorf("%w: acquire returned %q", script.ErrReply, s)
 		}
 		r.d.discovered(l, fence)
-		return 0, -1, false, nil
-	}
-	var n int64
-	if err == nil {
+		n = -held
+	} else if err == nil {
 		n, err = script.Int64(v)
 	}
 	if l != nil && err == nil && n < 0 {
-		r.d.announced(l, sent, time.Duration(wait)*time.Millisecond)
+		remaining := time.Duration(-1)
+		if n < -1 {
+			remaining = time.Duration(-n-2) * time.Millisecond
+		}
+		r.d.announced(l, sent, time.Duration(wait)*time.Millisecond, remaining)
 	}
 	switch {
 	case err != nil:
@@ -214,6 +224,9 @@ func (r *redisBackend) release(ctx context.Context, sk, token string, o releaseO
 	ok, err := r.runRelease(ctx, sk, token, o.grant, drop)
 	if ok {
 		r.d.released(sk, o.fence, sent)
+	}
+	if err != nil && drop != "" {
+		r.d.dropFailed(sk)
 	}
 	return ok, err
 }

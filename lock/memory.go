@@ -21,9 +21,9 @@ type Memory struct {
 
 var _ Locker = (*Memory)(nil)
 
-// NewMemory returns an empty in-memory lock namespace. Of the options only
-// WithEpsilon applies; an invalid option panics, as it is a programming
-// error.
+// NewMemory returns an empty in-memory lock namespace. Of the options
+// WithEpsilon and WithFenceGrace apply; an invalid option panics, as it is
+// a programming error.
 func NewMemory(opts ...Option) *Memory {
 	c, err := newConfig(DefaultSuffix, opts)
 	if err != nil {
@@ -33,8 +33,8 @@ func NewMemory(opts ...Option) *Memory {
 }
 
 // NewMemoryPool returns an empty in-memory lock pool (the seed's
-// ThreadLockPool). Of the options only WithEpsilon applies; an invalid
-// option panics.
+// ThreadLockPool). Of the options WithEpsilon and WithFenceGrace apply; an
+// invalid option panics.
 func NewMemoryPool(opts ...Option) *Pool {
 	c, err := newConfig(DefaultPoolSuffix, opts)
 	if err != nil {

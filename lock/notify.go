@@ -66,7 +66,7 @@ const lineLinger = 10 * time.Second
 // waits and closed dispatchLinger after the last one left; a release made
 // through the same value publishes nothing and hands over locally.
 //
-// Lock order: mu is never held across a Redis call, except SUBSCRIBE.
+// Lock order: mu is never held across a Redis call.
 type dispatcher struct {
 	c       redis.UniversalClient
 	id      string // entry ids are <id>.<n>
@@ -83,21 +83,35 @@ type dispatcher struct {
 	lines map[string]*waitLine // by store key
 	byID  map[string]*waitLine // by entry id
 	next  uint64
-	users int         // callers registered in any line
+	users int         // callers registered in any line, or joining
 	idle  *time.Timer // closes the subscription; nil while users > 0
-	swept time.Time   // when idle lines were last forgotten
+	// subscribing is closed when a SUBSCRIBE under way completes.
+	subscribing chan struct{}
+	swept       time.Time // when idle lines were last forgotten
 }
 
 // waitLine is the process's state for one key. Guarded by dispatcher.mu.
+//
+// The process's entry in the key's queue is known only through the
+// replies of its own commands: until, when the entry surely lasts; maybe,
+// whether an entry may exist at all (a write, or a drop, whose outcome is
+// unknown counts); stamp, the announce time of the latest write sent,
+// which drops compare with so that a drop never removes an entry written
+// after it was decided; dropped, when a drop was last decided, so that the
+// reply of a write sent before it no longer counts.
 type waitLine struct {
 	sk      string
 	id      string       // the process's entry id for sk
 	waiters []*redisLine // the calls waiting, first in first
 	until   time.Time    // the entry surely lasts until then; zero: maybe no entry
+	maybe   bool         // an entry may exist
+	stamp   int64        // announce time (µs since the epoch) of the latest write sent
+	dropped time.Time    // when a drop was last decided
+	expiry  time.Time    // the holder seen by the latest attempt expires by then; zero: no TTL
 	gone    time.Time    // when an idle line may be forgotten
-	fence   int64        // fence of the process's latest release of sk ...
+	fence   int64        // fence of the process's latest successful release of sk ...
 	sent    time.Time    // ... and when that release was sent
-	handed  int64        // fence of the latest grant handed on
+	handed  int64        // fence of the latest grant that reached the process
 }
 
 func newDispatcher(c redis.UniversalClient, namespace string) *dispatcher {
@@ -128,24 +142,20 @@ func (d *dispatcher) micros(t time.Time) int64 { return t.Sub(d.epoch).Microseco
 // nobody listens yet.
 func (d *dispatcher) join(ctx context.Context, sk string) (*redisLine, error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.users++ // keeps the subscription from lingering out meanwhile
 	if d.idle != nil {
 		d.idle.Stop()
 		d.idle = nil
 	}
-	if d.ps == nil {
-		ps := d.c.Subscribe(ctx, d.channel)
-		if _, err := ps.Receive(ctx); err != nil { // the confirmation
-			_ = ps.Close()
-			if d.users == 0 {
-				d.lingerLocked()
-			}
-			return nil, err
-		}
-		d.ps = ps
-		d.live.Store(true)
-		go d.read(ps)
+	d.mu.Unlock()
+	if err := d.subscribe(ctx); err != nil {
+		d.mu.Lock()
+		d.leftLocked()
+		d.mu.Unlock()
+		return nil, err
 	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	now := time.Now()
 	wl := d.lines[sk]
 	if wl == nil {
@@ -158,50 +168,135 @@ func (d *dispatcher) join(ctx context.Context, sk string) (*redisLine, error) {
 		d.lines[sk] = wl
 		d.byID[wl.id] = wl
 	}
-	l := &redisLine{d: d, wl: wl, ch: make(chan grant, 1)}
+	l := &redisLine{d: d, wl: wl, ch: make(chan grant, 1), kick: make(chan struct{}, 1)}
 	wl.waiters = append(wl.waiters, l)
-	d.users++
 	return l, nil
+}
+
+// subscribe makes sure the subscription is live. The round trip runs
+// without mu, so that releases and hand-overs go on meanwhile; concurrent
+// callers wait for the one that subscribes.
+func (d *dispatcher) subscribe(ctx context.Context) error {
+	for {
+		d.mu.Lock()
+		if d.ps != nil {
+			d.mu.Unlock()
+			return nil
+		}
+		if ch := d.subscribing; ch != nil {
+			d.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		ch := make(chan struct{})
+		d.subscribing = ch
+		d.mu.Unlock()
+
+		ps := d.c.Subscribe(ctx, d.channel)
+		_, err := ps.Receive(ctx) // the confirmation
+		d.mu.Lock()
+		d.subscribing = nil
+		close(ch)
+		if err != nil {
+			_ = ps.Close()
+			d.mu.Unlock()
+			return err
+		}
+		d.ps = ps
+		d.live.Store(true)
+		if d.users == 0 && d.idle == nil {
+			d.lingerLocked()
+		}
+		d.mu.Unlock()
+		go d.read(ps)
+		return nil
+	}
+}
+
+// leftLocked counts a caller out and lets an unused subscription linger.
+// Caller holds mu.
+func (d *dispatcher) leftLocked() {
+	d.users--
+	if d.users == 0 && (d.ps != nil || d.subscribing != nil) && d.idle == nil {
+		d.lingerLocked()
+	}
 }
 
 // forgetIdleLocked drops lines nobody waits in whose entries are surely
 // gone. Caller holds mu.
 func (d *dispatcher) forgetIdleLocked(now time.Time) {
 	for sk, wl := range d.lines {
-		if len(wl.waiters) == 0 && now.After(wl.gone) {
+		if len(wl.waiters) == 0 && !wl.maybe && now.After(wl.gone) {
 			delete(d.lines, sk)
 			delete(d.byID, wl.id)
 		}
 	}
 }
 
-// idleLocked marks a line that nobody waits in. Caller holds mu.
-func (wl *waitLine) idleLocked() {
-	wl.gone = wl.until.Add(lineLinger)
+// announcing records that an attempt of l is about to write the process's
+// entry, and returns its announce time.
+func (d *dispatcher) announcing(l *redisLine, sent time.Time) int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	at := max(d.micros(sent), l.wl.stamp+1)
+	l.wl.stamp, l.wl.maybe = at, true
+	return at
 }
 
 // announced records that an attempt sent at sent kept the process's entry
-// for sk for wait from its arrival.
-func (d *dispatcher) announced(l *redisLine, sent time.Time, wait time.Duration) {
+// for wait from its arrival, and found a holder with remaining of its TTL
+// left (-1: none).
+func (d *dispatcher) announced(l *redisLine, sent time.Time, wait, remaining time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if u := sent.Add(wait); u.After(l.wl.until) {
-		l.wl.until = u
+	wl := l.wl
+	if !sent.After(wl.dropped) {
+		return // a drop decided since may have removed what it wrote
+	}
+	if u := sent.Add(wait); u.After(wl.until) {
+		wl.until = u
+	}
+	wl.expiry = time.Time{}
+	if remaining >= 0 {
+		wl.expiry = sent.Add(remaining)
 	}
 }
 
-// dropWith returns the entry id for a release of sk to drop: the
-// process's entry when nobody here waits for sk any more, else "".
+// dropLocked decides to drop the process's entry for wl, if it may have
+// one, and returns the drop for release.lua: "<entry id> <stamp>", or "".
+// Caller holds mu.
+func (wl *waitLine) dropLocked(now time.Time) string {
+	if !wl.maybe && wl.until.IsZero() {
+		return ""
+	}
+	wl.until, wl.maybe, wl.dropped = time.Time{}, false, now
+	wl.gone = now.Add(lineLinger)
+	return wl.id + " " + strconv.FormatInt(wl.stamp, 10)
+}
+
+// dropWith returns the drop for a release of sk: the process's entry when
+// nobody here waits for sk any more, else "".
 func (d *dispatcher) dropWith(sk string) string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	wl := d.lines[sk]
-	if wl == nil || len(wl.waiters) > 0 || wl.until.IsZero() {
+	if wl == nil || len(wl.waiters) > 0 {
 		return ""
 	}
-	wl.until = time.Time{}
-	wl.idleLocked()
-	return wl.id
+	return wl.dropLocked(time.Now())
+}
+
+// dropFailed records that a drop of sk's entry may not have landed.
+func (d *dispatcher) dropFailed(sk string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if wl := d.lines[sk]; wl != nil {
+		wl.maybe = true
+	}
 }
 
 // released records a successful release of sk, sent at sent, of a hold
@@ -217,19 +312,40 @@ func (d *dispatcher) released(sk string, fence int64, sent time.Time) {
 }
 
 // discovered hands on a grant of fence that an attempt of l found instead
-// of its message. Its TTL's start is unknown, so the caller that gets it
-// confirms it with one more attempt.
+// of its message. Its TTL's start is unknown (zero since), so the caller
+// that gets it confirms it with one more attempt.
 func (d *dispatcher) discovered(l *redisLine, fence int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	wl := l.wl
-	d.handLocked(wl, grant{token: wl.id + ":" + strconv.FormatInt(fence, 10), fence: fence})
+	d.arrivedLocked(wl, grant{token: wl.id + ":" + strconv.FormatInt(fence, 10), fence: fence})
 }
 
-// read delivers the messages of ps until it is closed.
+// read delivers the messages of ps until it is closed. A subscription
+// confirmed anew follows a reconnection, during which messages may have
+// been lost: the first caller of every line then makes an attempt, which
+// finds a key handed to the process meanwhile.
 func (d *dispatcher) read(ps *redis.PubSub) {
-	for m := range ps.Channel() {
-		_ = d.deliverMessage(m.Payload)
+	for m := range ps.ChannelWithSubscriptions() {
+		switch m := m.(type) {
+		case *redis.Message:
+			_ = d.deliverMessage(m.Payload)
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				d.kickAll()
+			}
+		}
+	}
+}
+
+// kickAll makes the first caller of every line attempt at once.
+func (d *dispatcher) kickAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, wl := range d.lines {
+		if len(wl.waiters) > 0 {
+			wl.waiters[0].kickLocked()
+		}
 	}
 }
 
@@ -255,9 +371,9 @@ func (d *dispatcher) deliverMessage(msg string) error {
 // announced is when the entry's data was written, in µs since the epoch.
 func (d *dispatcher) deliver(id string, fence, announced int64, ttl time.Duration) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	wl := d.byID[id]
 	if wl == nil {
-		d.mu.Unlock()
 		return // unknown: the grant expires with its TTL
 	}
 	// The grant's TTL started after the entry's data was written, and
@@ -267,26 +383,24 @@ func (d *dispatcher) deliver(id string, fence, announced int64, ttl time.Duratio
 	if fence > wl.fence && wl.sent.After(g.since) {
 		g.since = wl.sent
 	}
-	d.handLocked(wl, g)
-	d.mu.Unlock()
+	d.arrivedLocked(wl, g)
 }
 
-// handLocked gives g to the first caller in wl, or passes it on; a grant
-// handed on before (its message and an attempt can both bring it) is
-// ignored. Caller holds mu.
-func (d *dispatcher) handLocked(wl *waitLine, g grant) {
+// arrivedLocked hands on a grant that reached the process, once: its
+// message and an attempt can both bring it. Caller holds mu.
+func (d *dispatcher) arrivedLocked(wl *waitLine, g grant) {
 	if g.fence <= wl.handed {
 		return
 	}
 	wl.handed = g.fence
+	d.handLocked(wl, g)
+}
+
+// handLocked gives g to the first caller in wl or, when nobody waits,
+// passes it on and drops the process's entry. Caller holds mu.
+func (d *dispatcher) handLocked(wl *waitLine, g grant) {
 	if len(wl.waiters) == 0 {
-		drop := ""
-		if !wl.until.IsZero() {
-			drop = wl.id
-			wl.until = time.Time{}
-			wl.idleLocked()
-		}
-		go d.passOnGrant(wl.sk, g.token, drop)
+		go d.passOnGrant(wl.sk, g.token, wl.dropLocked(time.Now()))
 		return
 	}
 	head := wl.waiters[0]
@@ -327,20 +441,17 @@ func (d *dispatcher) leave(ctx context.Context, l *redisLine, holding bool) {
 	default:
 	}
 	drop := ""
-	if len(wl.waiters) == 0 && (handed || (!holding && !wl.until.IsZero())) {
-		// Nobody here waits any more: drop the entry now, rather than have
-		// the next release hand the key to nobody.
-		drop = wl.id
-		wl.until = time.Time{}
-		wl.idleLocked()
-	} else if handed {
+	switch {
+	case handed && len(wl.waiters) > 0:
 		d.handLocked(wl, g) // the next caller takes it
 		handed = false
+	case len(wl.waiters) == 0 && (handed || !holding):
+		// Nobody here waits any more: drop the entry now, rather than have
+		// the next release hand the key to nobody. A holder's release will
+		// drop it instead.
+		drop = wl.dropLocked(time.Now())
 	}
-	d.users--
-	if d.users == 0 && d.ps != nil && d.idle == nil {
-		d.lingerLocked()
-	}
+	d.leftLocked()
 	d.mu.Unlock()
 	if !handed && drop == "" {
 		return
@@ -375,16 +486,35 @@ func (d *dispatcher) lingerLocked() {
 
 // redisLine is a caller in a dispatcher's line.
 type redisLine struct {
-	d   *dispatcher
-	wl  *waitLine
-	ch  chan grant // the grant handed to the caller
-	out bool       // no longer in wl.waiters; guarded by d.mu
+	d    *dispatcher
+	wl   *waitLine
+	ch   chan grant    // the grant handed to the caller
+	kick chan struct{} // wakes the caller for an attempt
+	out  bool          // no longer in wl.waiters; guarded by d.mu
+	must bool          // the next attempt may not be skipped; guarded by d.mu
 }
 
+// kickLocked wakes l for an attempt. Caller holds d.mu.
+func (l *redisLine) kickLocked() {
+	l.must = true
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// queued reports whether the caller may skip its attempt and wait for d:
+// the process's entry surely lasts, the holder seen last does not expire
+// within d, and nothing asked for an attempt.
 func (l *redisLine) queued(d time.Duration) bool {
 	l.d.mu.Lock()
 	defer l.d.mu.Unlock()
-	return !l.out && time.Until(l.wl.until) > d
+	wl := l.wl
+	if l.must {
+		l.must = false
+		return false
+	}
+	return !l.out && time.Until(wl.until) > d && (wl.expiry.IsZero() || time.Until(wl.expiry) > d)
 }
 
 // lasts returns how long after t the process's entry surely lasts.
@@ -395,7 +525,18 @@ func (l *redisLine) lasts(t time.Time) time.Duration {
 }
 
 func (l *redisLine) wait(ctx context.Context, d time.Duration) (grant, bool, error) {
-	return waitOn(ctx, d, l.ch)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return grant{}, false, ctx.Err()
+	case g := <-l.ch:
+		return g, true, nil
+	case <-l.kick:
+		return grant{}, false, nil
+	case <-t.C:
+		return grant{}, false, nil
+	}
 }
 
 func (l *redisLine) leave(ctx context.Context, holding bool) { l.d.leave(ctx, l, holding) }

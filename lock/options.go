@@ -39,7 +39,7 @@ const DefaultFenceGrace = time.Minute
 // Redis server's clock in microseconds, so they keep growing after the
 // counter expired as long as that clock never steps back by more than the
 // counter's life. The default is DefaultFenceGrace; it must be at least a
-// millisecond. The in-memory twin ignores it.
+// millisecond. The in-memory twin applies it too.
 func WithFenceGrace(d time.Duration) Option {
 	return func(c *config) { c.grace = d }
 }

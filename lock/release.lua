@@ -12,8 +12,10 @@
 -- ARGV[2]  grace in milliseconds: a fencing counter started by a hand-over
 --          lives the handed-over TTL plus this
 -- ARGV[3]  optional: the caller's own wake channel, "" for none
--- ARGV[4]  optional: "" or an entry id to drop from the queue first (the
---          caller's process has nobody left waiting for the key)
+-- ARGV[4]  optional: "" or "<entry id> <stamp>": drop that entry from the
+--          queue first if its announce time is at most stamp (the caller's
+--          process has nobody left waiting for the key, and has not
+--          written the entry since it decided so)
 -- ARGV[5]  optional: "" or a grant id: release only when the grant marker
 --          holds it, i.e. the key was taken afresh by that acquisition and
 --          granted to nobody since (the clean-up after an attempt whose
@@ -33,8 +35,13 @@
 -- take turns, and a process whose callers queue again needs no command.
 local token, own, drop, grant = ARGV[1], ARGV[3] or '', ARGV[4] or '', ARGV[5] or ''
 if drop ~= '' then
-  redis.call('ZREM', KEYS[2], drop)
-  redis.call('HDEL', KEYS[3], drop)
+  local id, stamp = string.match(drop, '^(%S+) (%d+)$')
+  local e = id and redis.call('HGET', KEYS[3], id)
+  local at = e and string.match(e, '^%d+ %d+ (%d+) ')
+  if at and tonumber(at) <= tonumber(stamp) then
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('HDEL', KEYS[3], id)
+  end
 end
 if token == '' or redis.call('GET', KEYS[1]) ~= token then
   return 0
