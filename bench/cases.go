@@ -19,8 +19,6 @@ const (
 	numKeys  = 4096        // keys cycled through: op i uses key i mod numKeys
 	lockTTL  = time.Minute // TTL of every lock taken
 	PoolSize = 64          // go-redis pool size: more than the largest goroutine count
-	// BatchInFlight is the lock.WithBatching setting of the batched case.
-	BatchInFlight = 4
 )
 
 // floorScript is the no-op script of the floor case.
@@ -31,7 +29,7 @@ type env struct {
 	client *redis.Client
 	prefix string // namespace of every key this run touches
 	ours   *lock.Lock
-	batch  *lock.Lock // ours with WithBatching(BatchInFlight), same keys
+	plain  *lock.Lock // ours with batching off (WithBatching(0)), same keys
 	bsm    *redislock.Client
 	keys   []string // caller keys given to redisallocator
 	rkeys  []string // the Redis keys they map to, given to the floor and bsm/redislock
@@ -46,7 +44,7 @@ func newEnv(client *redis.Client) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	batched, err := lock.New(client, prefix, lock.WithBatching(BatchInFlight))
+	plain, err := lock.New(client, prefix, lock.WithBatching(0))
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +52,7 @@ func newEnv(client *redis.Client) (*env, error) {
 		client: client,
 		prefix: prefix,
 		ours:   ours,
-		batch:  batched,
+		plain:  plain,
 		bsm:    redislock.New(client),
 		keys:   make([]string, numKeys),
 		rkeys:  make([]string, numKeys),
@@ -126,7 +124,7 @@ var impls = []impl{
 	{id: "floor", name: "floor: EVALSHA return 1", op: floorOp, sent: scriptCommands},
 	{id: "redisallocator", name: "redisallocator TryAcquire+Release", op: oursOp, sent: scriptCommands},
 	{id: "bsm-redislock", name: "bsm/redislock Obtain+Release", op: bsmOp, sent: scriptCommands},
-	{id: "redisallocator-batched", name: "redisallocator, WithBatching(4) TryAcquire+Release", op: batchedOp, sent: scriptCommands},
+	{id: "redisallocator-unbatched", name: "redisallocator, WithBatching(0) TryAcquire+Release", op: unbatchedOp, sent: scriptCommands},
 	{id: "redisallocator-lockunlock", name: "redisallocator Lock+Unlock", op: lockUnlockOp, sent: []string{"set", "del"}},
 }
 
@@ -151,7 +149,7 @@ func floorOp(e *env) opFunc {
 
 func oursOp(e *env) opFunc { return acquireReleaseOp(e.ours, e.keys) }
 
-func batchedOp(e *env) opFunc { return acquireReleaseOp(e.batch, e.keys) }
+func unbatchedOp(e *env) opFunc { return acquireReleaseOp(e.plain, e.keys) }
 
 func acquireReleaseOp(l *lock.Lock, keys []string) opFunc {
 	return func(ctx context.Context, i int) (bool, error) {

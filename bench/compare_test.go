@@ -131,7 +131,7 @@ func benchCase(b *testing.B, im impl, goroutines int) {
 // tables assume: one EVALSHA per floor op, two commands per lock op, no
 // lock ever found taken.
 func TestCases(t *testing.T) {
-	want := map[string]float64{"floor": 1, "redisallocator": 2, "bsm-redislock": 2, "redisallocator-batched": 2, "redisallocator-lockunlock": 2}
+	want := map[string]float64{"floor": 1, "redisallocator": 2, "bsm-redislock": 2, "redisallocator-unbatched": 2, "redisallocator-lockunlock": 2}
 	for _, im := range impls {
 		for _, n := range []int{1, 8} {
 			t.Run(im.id+"/goroutines="+strconv.Itoa(n), func(t *testing.T) {

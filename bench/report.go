@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/redisallocator/redisallocator/lock"
 )
 
 // Config sets what Run measures.
@@ -84,10 +86,14 @@ type Report struct {
 	OursVsBsm map[int]float64 `json:"ours_vs_bsm"`
 	// OursVsBsmRange[n] holds the lower and upper quartiles of those ratios.
 	OursVsBsmRange map[int][2]float64 `json:"ours_vs_bsm_quartiles"`
-	// BatchedVsBsm and BatchedVsBsmRange are the same for redisallocator
-	// with WithBatching(BatchInFlight).
-	BatchedVsBsm      map[int]float64    `json:"batched_vs_bsm"`
-	BatchedVsBsmRange map[int][2]float64 `json:"batched_vs_bsm_quartiles"`
+	// UnbatchedVsBsm and UnbatchedVsBsmRange are the same for
+	// redisallocator with batching off (WithBatching(0)).
+	UnbatchedVsBsm      map[int]float64    `json:"unbatched_vs_bsm"`
+	UnbatchedVsBsmRange map[int][2]float64 `json:"unbatched_vs_bsm_quartiles"`
+	// OursVsUnbatched and OursVsUnbatchedRange compare the default
+	// (batching) with batching off, within each round.
+	OursVsUnbatched      map[int]float64    `json:"ours_vs_unbatched"`
+	OursVsUnbatchedRange map[int][2]float64 `json:"ours_vs_unbatched_quartiles"`
 	// VsFloor[n][impl] is impl ops/s divided by the floor's.
 	VsFloor map[int]map[string]float64 `json:"vs_floor"`
 	Scripts []ScriptCost               `json:"scripts"`
@@ -127,22 +133,24 @@ func Run(ctx context.Context, client *redis.Client, cfg Config) (*Report, error)
 	}()
 
 	rep := &Report{
-		Date:              time.Now().UTC().Format(time.RFC3339),
-		GoVersion:         runtime.Version(),
-		GOMAXPROCS:        runtime.GOMAXPROCS(0),
-		RedisVersion:      version,
-		Server:            cfg.Server,
-		LoadBefore:        loadAvg(),
-		Rounds:            cfg.Rounds,
-		Goroutines:        cfg.Goroutines,
-		Keys:              numKeys,
-		TTL:               lockTTL.String(),
-		PoolSize:          client.Options().PoolSize,
-		OursVsBsm:         map[int]float64{},
-		OursVsBsmRange:    map[int][2]float64{},
-		BatchedVsBsm:      map[int]float64{},
-		BatchedVsBsmRange: map[int][2]float64{},
-		VsFloor:           map[int]map[string]float64{},
+		Date:                 time.Now().UTC().Format(time.RFC3339),
+		GoVersion:            runtime.Version(),
+		GOMAXPROCS:           runtime.GOMAXPROCS(0),
+		RedisVersion:         version,
+		Server:               cfg.Server,
+		LoadBefore:           loadAvg(),
+		Rounds:               cfg.Rounds,
+		Goroutines:           cfg.Goroutines,
+		Keys:                 numKeys,
+		TTL:                  lockTTL.String(),
+		PoolSize:             client.Options().PoolSize,
+		OursVsBsm:            map[int]float64{},
+		OursVsBsmRange:       map[int][2]float64{},
+		UnbatchedVsBsm:       map[int]float64{},
+		UnbatchedVsBsmRange:  map[int][2]float64{},
+		OursVsUnbatched:      map[int]float64{},
+		OursVsUnbatchedRange: map[int][2]float64{},
+		VsFloor:              map[int]map[string]float64{},
 	}
 	if cfg.Ops > 0 {
 		rep.OpsPerRun = cfg.Ops
@@ -216,7 +224,9 @@ func Run(ctx context.Context, client *redis.Client, cfg Config) (*Report, error)
 	for _, n := range cfg.Goroutines {
 		bsm, floor := rep.find("bsm-redislock", n), rep.find("floor", n)
 		rep.OursVsBsm[n], rep.OursVsBsmRange[n] = roundRatios(rep.find("redisallocator", n), bsm)
-		rep.BatchedVsBsm[n], rep.BatchedVsBsmRange[n] = roundRatios(rep.find("redisallocator-batched", n), bsm)
+		plain := rep.find("redisallocator-unbatched", n)
+		rep.UnbatchedVsBsm[n], rep.UnbatchedVsBsmRange[n] = roundRatios(plain, bsm)
+		rep.OursVsUnbatched[n], rep.OursVsUnbatchedRange[n] = roundRatios(rep.find("redisallocator", n), plain)
 		rep.VsFloor[n] = map[string]float64{}
 		for _, im := range impls[1:] {
 			rep.VsFloor[n][im.id] = rep.find(im.id, n).OpsPerSec / floor.OpsPerSec
@@ -309,8 +319,10 @@ func (rep *Report) Print(out io.Writer) {
 	for _, n := range rep.Goroutines {
 		q := rep.OursVsBsmRange[n]
 		fmt.Fprintf(out, "  goroutines=%-3d redisallocator Acquire+Release vs bsm/redislock Obtain+Release: %.3f (median of per-round ratios; quartiles %.3f–%.3f)\n", n, rep.OursVsBsm[n], q[0], q[1])
-		q = rep.BatchedVsBsmRange[n]
-		fmt.Fprintf(out, "  goroutines=%-3d   the same with WithBatching(%d):                               %.3f (quartiles %.3f–%.3f)\n", n, BatchInFlight, rep.BatchedVsBsm[n], q[0], q[1])
+		q = rep.UnbatchedVsBsmRange[n]
+		fmt.Fprintf(out, "  goroutines=%-3d   the same with batching off (WithBatching(0)):             %.3f (quartiles %.3f–%.3f)\n", n, rep.UnbatchedVsBsm[n], q[0], q[1])
+		q = rep.OursVsUnbatchedRange[n]
+		fmt.Fprintf(out, "  goroutines=%-3d   default (batching %d per node) vs batching off:            %.3f (quartiles %.3f–%.3f)\n", n, lock.DefaultBatching, rep.OursVsUnbatched[n], q[0], q[1])
 	}
 	for _, n := range rep.Goroutines {
 		fmt.Fprintf(out, "  goroutines=%-3d vs floor (1 round trip/op; lock cases need 2):", n)

@@ -47,8 +47,8 @@
 // value's channel when nobody of that value waits yet (one more round trip;
 // the subscription is closed 30 s after the last waiter left).
 //
-// With WithBatching, operations that many goroutines run at once share
-// pipelines: each is still one round trip, but a round trip then carries
+// Operations that many goroutines run at once share pipelines (batching,
+// on by default; see WithBatching): each is still one round trip, but a round trip then carries
 // many of them, which saves system calls on the client and on Redis. The
 // in-flight budget is per Redis node, so a slow node of a cluster holds up
 // only the operations on its keys. Pool.Statuses and Pool.HealthCheck run
@@ -63,8 +63,8 @@
 // and succeeds, and a handle whose release outcome is unknown reports the
 // loss. For the parity API a resent Lock may report false for a lock it
 // took, and a resent SetIf or DeleteIf may report that the condition
-// failed. Set MaxRetries to -1 when those answers must be exact. With
-// WithBatching the same holds for a whole pipeline: go-redis resends it after
+// failed. Set MaxRetries to -1 when those answers must be exact. The same
+// holds for a whole pipeline of batched commands: go-redis resends it after
 // a network error, which the owner API tolerates as above.
 //
 // An acquisition that fails after its command may have reached Redis gives

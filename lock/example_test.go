@@ -117,9 +117,10 @@ func ExampleNewMemory() {
 
 func ExampleWithBatching() {
 	ctx := context.Background()
-	// Many goroutines lock through one namespace: with batching, the
-	// operations that queue behind 4 in-flight ones share one pipeline.
-	locks, err := lock.New(exampleClient(), exampleNamespace("jobs"), lock.WithBatching(4))
+	// Many goroutines lock through one namespace: the operations that queue
+	// behind 16 in flight to a node share one pipeline (the default is 8;
+	// WithBatching(0) sends each on its own).
+	locks, err := lock.New(exampleClient(), exampleNamespace("jobs"), lock.WithBatching(16))
 	if err != nil {
 		panic(err)
 	}

@@ -28,7 +28,7 @@ func forEachRedisVariant(t *testing.T, fn func(t *testing.T, c redisClient, opts
 		cluster bool
 		opts    []lock.Option
 	}{
-		{"single", false, nil},
+		{"single", false, []lock.Option{lock.WithBatching(0)}},
 		{"batched", false, []lock.Option{lock.WithBatching(1)}},
 		{"cluster", true, nil},
 	}

@@ -52,16 +52,18 @@ func redisProcesses(client func(t *testing.T) redis.UniversalClient, opts ...loc
 func singleClient(t *testing.T) redis.UniversalClient  { return redistest.Client(t) }
 func clusterClient(t *testing.T) redis.UniversalClient { return redistest.StartCluster(t) }
 
+// singleTarget is the single node without batching; clusterTarget batches
+// by default (DefaultBatching per node).
 func singleTarget() target {
 	return target{
 		name: "single",
 		newLocker: func(t *testing.T) lock.Locker {
-			return mustNew(t, redistest.Client(t), redistest.Namespace(t))
+			return mustNew(t, redistest.Client(t), redistest.Namespace(t), lock.WithBatching(0))
 		},
 		newPool: func(t *testing.T) *lock.Pool {
-			return mustPool(t, redistest.Client(t), redistest.Namespace(t))
+			return mustPool(t, redistest.Client(t), redistest.Namespace(t), lock.WithBatching(0))
 		},
-		newProcesses: redisProcesses(singleClient),
+		newProcesses: redisProcesses(singleClient, lock.WithBatching(0)),
 	}
 }
 

@@ -109,9 +109,12 @@ func runContender() int {
 		c = redis.NewClient(&redis.Options{Addr: addrs[0], PoolSize: 128})
 	}
 	defer c.Close()
-	var opts []lock.Option
-	if os.Getenv(helperEnv) == "batched" {
-		opts = append(opts, lock.WithBatching(1))
+	opts := []lock.Option{lock.WithBatching(0)} // "single"; the cluster batches by default
+	switch os.Getenv(helperEnv) {
+	case "batched":
+		opts = []lock.Option{lock.WithBatching(1)}
+	case "cluster":
+		opts = nil
 	}
 	l, err := lock.New(c, os.Getenv(helperNS), opts...)
 	if err != nil {

@@ -20,7 +20,7 @@ func TestRoundTrips(t *testing.T) {
 		ctx := ctxT(t)
 		hook := &countHook{}
 		hc := newClientLike(t, c, hook)
-		for _, batching := range []int{0, 1} {
+		for _, batching := range []int{0, 1, lock.DefaultBatching} {
 			countRoundTrips(t, ctx, hook, mustNew(t, hc, redistest.Namespace(t), lock.WithBatching(batching)),
 				mustPool(t, hc, redistest.Namespace(t), lock.WithBatching(batching)))
 		}
