@@ -42,8 +42,12 @@ func runBench(b *testing.B, goroutines int, op func(key string) error) {
 	b.SetParallelism((goroutines + runtimeProcs() - 1) / runtimeProcs())
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if err := op("k" + strconv.FormatInt(seq.Add(1)%4096, 10)); err != nil {
+		// Keys of its own, so that no goroutine finds a key another one
+		// holds (a descheduled holder would otherwise meet a sequence that
+		// wrapped around).
+		prefix := "k" + strconv.FormatInt(seq.Add(1), 10) + "-"
+		for i := 0; pb.Next(); i++ {
+			if err := op(prefix + strconv.Itoa(i%64)); err != nil {
 				b.Error(err)
 				return
 			}
