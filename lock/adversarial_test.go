@@ -47,13 +47,12 @@ import (
 // script's keys and arguments. With once, only the first reply is lost. A
 // NOSCRIPT reply is left alone (the EVAL that follows counts instead).
 type scriptHook struct {
+	passHook
 	armed atomic.Bool
 	match func(keys []string, args []any) bool
 	once  bool
 	times atomic.Int64 // how many replies were lost
 }
-
-func (h *scriptHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 // matches reports whether cmd is a script command that h disturbs.
 func (h *scriptHook) matches(cmd redis.Cmder) bool {
@@ -292,11 +291,10 @@ func holderLosingRelease(t *testing.T, c redisClient, ns string, opts ...lock.Op
 // slowDropHook delays, while armed, the release commands that only drop a
 // queue entry (token ""), as a slow connection would.
 type slowDropHook struct {
+	passHook
 	armed atomic.Bool
 	delay time.Duration
 }
-
-func (h *slowDropHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h *slowDropHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
@@ -309,10 +307,6 @@ func (h *slowDropHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		}
 		return next(ctx, cmd)
 	}
-}
-
-func (h *slowDropHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
 }
 
 // TestAdvLeaveDropRacesNewWaiter: a waiter gives up and its
@@ -675,12 +669,11 @@ func TestAdvDiscoveryStopsAnnouncing(t *testing.T) {
 // ends, as a stalled connection would; started is signalled when one is
 // held.
 type stallAttemptHook struct {
+	passHook
 	armed   atomic.Bool
 	token   string // only attempts with this owner token
 	started chan struct{}
 }
-
-func (h *stallAttemptHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h *stallAttemptHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
@@ -701,10 +694,6 @@ func (h *stallAttemptHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook
 		}
 		return next(ctx, cmd)
 	}
-}
-
-func (h *stallAttemptHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
 }
 
 // TestAdvGrantToLeavingWaiterLost: a release hands the key to the

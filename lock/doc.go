@@ -33,10 +33,14 @@
 // hands the key to nobody, is noticed; and a caller that waits with a
 // polling strategy (no WithReleaseNotify) only gets a key nobody queues for.
 //
-// A process that dies while it waits keeps its place until its entry's
-// deadline, the longest its calls announced they would wait (plus 250 ms);
-// a release in that window hands it the key, which then stays taken until
-// its TTL, as if a holder had died.
+// A process that dies while it waits, or right after it got the key, keeps
+// its place until its entry's deadline, the longest its calls announced
+// they would wait (plus 250 ms); a release in that window hands it the
+// key, which then stays taken until its TTL, as if a holder had died. A
+// process that releases, or whose last waiter gives up, drops its place.
+// Acquisitions that fail after their command may have run give back what
+// they may hold, and keep trying in the background while Redis is
+// unreachable, for as long as that hold could last.
 //
 // # Cost
 //

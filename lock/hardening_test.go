@@ -18,20 +18,39 @@ import (
 // Regression tests of defects found when the lock was tried adversarially
 // (issue 6). Each runs on every target where the defect can occur.
 
-// forEachRedisVariant runs fn as a parallel subtest on the single node, the
-// single node with batching and the cluster, with the options that select
-// the variant.
+// redisVariant is a Redis target a test builds its own clients for.
+type redisVariant struct {
+	name    string
+	cluster bool
+	opts    []lock.Option
+}
+
+// forEachRedisVariant runs fn as a parallel subtest on the single node
+// without batching, the single node with WithBatching(1) and the cluster
+// with the default batching, with the options that select the variant.
 func forEachRedisVariant(t *testing.T, fn func(t *testing.T, c redisClient, opts ...lock.Option)) {
 	t.Helper()
-	variants := []struct {
-		name    string
-		cluster bool
-		opts    []lock.Option
-	}{
+	forVariants(t, []redisVariant{
 		{"single", false, []lock.Option{lock.WithBatching(0)}},
 		{"batched", false, []lock.Option{lock.WithBatching(1)}},
 		{"cluster", true, nil},
-	}
+	}, fn)
+}
+
+// forEachBatching is forEachRedisVariant with the single node's default
+// batching in place of WithBatching(1).
+func forEachBatching(t *testing.T, fn func(t *testing.T, c redisClient, opts ...lock.Option)) {
+	t.Helper()
+	forVariants(t, []redisVariant{
+		{"unbatched", false, []lock.Option{lock.WithBatching(0)}},
+		{"default", false, nil},
+		{"cluster", true, nil},
+	}, fn)
+}
+
+// forVariants runs fn as a parallel subtest for each variant.
+func forVariants(t *testing.T, variants []redisVariant, fn func(t *testing.T, c redisClient, opts ...lock.Option)) {
+	t.Helper()
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
 			t.Parallel()
@@ -49,12 +68,11 @@ func forEachRedisVariant(t *testing.T, fn func(t *testing.T, c redisClient, opts
 // and, when lose is set, replaced by an error, as if the connection broke
 // after Redis ran it.
 type replyHook struct {
+	passHook
 	armed atomic.Bool
 	delay time.Duration
 	lose  bool
 }
-
-func (h *replyHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h *replyHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
@@ -479,11 +497,10 @@ func scanAll(t *testing.T, c redisClient, pattern string) []string {
 // key taken report a holder with PTTL 0 (under a millisecond left), and
 // frees the key right then, as its expiry would.
 type pttlZeroHook struct {
+	passHook
 	done   atomic.Bool
 	expire func()
 }
-
-func (h *pttlZeroHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h *pttlZeroHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
@@ -497,10 +514,6 @@ func (h *pttlZeroHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		}
 		return err
 	}
-}
-
-func (h *pttlZeroHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
 }
 
 // TestWaiterRetriesWhenHolderExpires: a holder with under a millisecond

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/redisallocator/redisallocator/internal/batch"
 )
 
@@ -263,7 +261,7 @@ func (h *Held) refreshLocked(ctx context.Context, ttl time.Duration) error {
 		// The validity ran out while the request was under way: the holder
 		// has been told the lock is lost, so free the key it just extended.
 		h.mu.Unlock()
-		h.releaseBestEffort(ctx, h.token, releaseOpts{fence: h.fence})
+		_ = h.releaseBestEffort(ctx, h.token, releaseOpts{fence: h.fence})
 		h.mu.Lock()
 		return h.doneErrLocked()
 	}
@@ -276,10 +274,35 @@ func (h *Held) refreshLocked(ctx context.Context, ttl time.Duration) error {
 // releaseBestEffort releases the key as o says if token still owns it,
 // ignoring the outcome, on a short context that survives ctx's
 // cancellation.
-func (h *Held) releaseBestEffort(ctx context.Context, token string, o releaseOpts) {
+func (h *Held) releaseBestEffort(ctx context.Context, token string, o releaseOpts) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
-	_, _ = h.b.release(rctx, h.sk, token, o)
+	_, err := h.b.release(rctx, h.sk, token, o)
+	return err
+}
+
+// giveBack releases the key as o says if token still owns it. When the
+// first try fails (Redis unreachable or paused), it goes on trying in the
+// background, with backoff, for as long as such a hold can last (its TTL,
+// or a minute for a hold without one), so that a lock nobody uses does not
+// stay taken for its whole TTL.
+func (h *Held) giveBack(ctx context.Context, token string, o releaseOpts) {
+	if h.releaseBestEffort(ctx, token, o) == nil {
+		return
+	}
+	limit := time.Minute
+	if h.ttl > 0 {
+		limit = max(h.ttl, provisionalTTL)
+	}
+	go func() {
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
+		defer cancel()
+		for wait := 100 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+			if sleep(bctx, wait) != nil || h.releaseBestEffort(bctx, token, o) == nil {
+				return
+			}
+		}
+	}()
 }
 
 // Release deletes the key while the token still owns it and wakes clients
@@ -694,7 +717,7 @@ func (a *acquisition) fail(ctx context.Context, err error) error {
 		if t == a.c.token {
 			o.grant = a.grant
 		}
-		a.h.releaseBestEffort(ctx, t, o)
+		a.h.giveBack(ctx, t, o)
 	}
 	return err
 }
@@ -710,8 +733,10 @@ func waitFor(delay, remaining time.Duration) time.Duration {
 }
 
 // notSent reports an error of a command that provably never reached Redis.
+// A pool timeout does not prove it: go-redis may have sent an earlier try
+// before it retried.
 func notSent(err error) bool {
-	return errors.Is(err, batch.ErrNotSent) || errors.Is(err, redis.ErrPoolTimeout)
+	return errors.Is(err, batch.ErrNotSent)
 }
 
 // sleep waits for d or until ctx ends.

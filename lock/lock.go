@@ -177,6 +177,9 @@ func (r *redisBackend) acquire(ctx context.Context, sk string, a *attempt) (int6
 		ks, args = ks[:2], args[:3]
 	}
 	v, err := acquireScript.Run(ctx, r.p, ks, args...).Result()
+	if err != nil && l != nil && !notSent(err) {
+		r.d.unknownWrite(l)
+	}
 	var n int64
 	if s, ok := v.(string); ok && err == nil && l != nil {
 		// The key was handed to this process, whose message may be lost:
@@ -227,6 +230,9 @@ func (r *redisBackend) release(ctx context.Context, sk, token string, o releaseO
 	}
 	if err != nil && drop != "" {
 		r.d.dropFailed(sk)
+	}
+	if err != nil || !ok {
+		r.d.releaseFailed(sk)
 	}
 	return ok, err
 }

@@ -155,9 +155,10 @@ func ctxT(t *testing.T) context.Context {
 }
 
 // countHook counts the commands (round trips) a client sends.
-type countHook struct{ n atomic.Int64 }
-
-func (h *countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+type countHook struct {
+	passHook
+	n atomic.Int64
+}
 
 func (h *countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
@@ -176,11 +177,10 @@ func (h *countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 // delayHook delays every EVALSHA/EVAL while armed, simulating a network
 // partition between a holder and Redis.
 type delayHook struct {
+	passHook
 	armed atomic.Bool
 	delay time.Duration
 }
-
-func (h *delayHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h *delayHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
@@ -193,10 +193,6 @@ func (h *delayHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		}
 		return next(ctx, cmd)
 	}
-}
-
-func (h *delayHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
 }
 
 func nan() float64 { var z float64; return z / z }
@@ -235,3 +231,13 @@ func exampleClient() *redis.Client {
 }
 
 func exampleNamespace(name string) string { return redistest.NewNamespace(name) }
+
+// passHook passes dials and pipelines through untouched; the test hooks
+// embed it and override what they disturb.
+type passHook struct{}
+
+func (passHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (passHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}

@@ -108,6 +108,7 @@ type waitLine struct {
 	stamp   int64        // announce time (µs since the epoch) of the latest write sent
 	dropped time.Time    // when a drop was last decided
 	expiry  time.Time    // the holder seen by the latest attempt expires by then; zero: no TTL
+	looked  time.Time    // when the latest attempt whose reply came was sent
 	gone    time.Time    // when an idle line may be forgotten
 	fence   int64        // fence of the process's latest successful release of sk ...
 	sent    time.Time    // ... and when that release was sent
@@ -254,8 +255,14 @@ func (d *dispatcher) announced(l *redisLine, sent time.Time, wait, remaining tim
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	wl := l.wl
+	if sent.After(wl.looked) {
+		wl.looked = sent
+	}
 	if !sent.After(wl.dropped) {
-		return // a drop decided since may have removed what it wrote
+		// A drop decided since may have removed what it wrote, or landed
+		// first: the entry may exist, unknown to how long.
+		wl.maybe = true
+		return
 	}
 	if u := sent.Add(wait); u.After(wl.until) {
 		wl.until = u
@@ -266,11 +273,19 @@ func (d *dispatcher) announced(l *redisLine, sent time.Time, wait, remaining tim
 	}
 }
 
+// unknownWrite records that an attempt of l that may have written the
+// process's entry failed: the entry may exist.
+func (d *dispatcher) unknownWrite(l *redisLine) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l.wl.maybe = true
+}
+
 // dropLocked decides to drop the process's entry for wl, if it may have
-// one, and returns the drop for release.lua: "<entry id> <stamp>", or "".
-// Caller holds mu.
-func (wl *waitLine) dropLocked(now time.Time) string {
-	if !wl.maybe && wl.until.IsZero() {
+// one (or always, with force: a grant to it proves it exists), and returns
+// the drop for release.lua: "<entry id> <stamp>", or "". Caller holds mu.
+func (wl *waitLine) dropLocked(now time.Time, force bool) string {
+	if !force && !wl.maybe && wl.until.IsZero() {
 		return ""
 	}
 	wl.until, wl.maybe, wl.dropped = time.Time{}, false, now
@@ -287,7 +302,7 @@ func (d *dispatcher) dropWith(sk string) string {
 	if wl == nil || len(wl.waiters) > 0 {
 		return ""
 	}
-	return wl.dropLocked(time.Now())
+	return wl.dropLocked(time.Now(), false)
 }
 
 // dropFailed records that a drop of sk's entry may not have landed.
@@ -296,6 +311,17 @@ func (d *dispatcher) dropFailed(sk string) {
 	defer d.mu.Unlock()
 	if wl := d.lines[sk]; wl != nil {
 		wl.maybe = true
+	}
+}
+
+// releaseFailed makes the first waiter for sk, if any, attempt at once: a
+// release of unknown outcome (or one resent after it ran) may have handed
+// the key to this process without telling it.
+func (d *dispatcher) releaseFailed(sk string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if wl := d.lines[sk]; wl != nil && len(wl.waiters) > 0 {
+		wl.waiters[0].kickLocked()
 	}
 }
 
@@ -400,7 +426,7 @@ func (d *dispatcher) arrivedLocked(wl *waitLine, g grant) {
 // passes it on and drops the process's entry. Caller holds mu.
 func (d *dispatcher) handLocked(wl *waitLine, g grant) {
 	if len(wl.waiters) == 0 {
-		go d.passOnGrant(wl.sk, g.token, wl.dropLocked(time.Now()))
+		go d.passOnGrant(wl.sk, g.token, wl.dropLocked(time.Now(), true))
 		return
 	}
 	head := wl.waiters[0]
@@ -449,7 +475,7 @@ func (d *dispatcher) leave(ctx context.Context, l *redisLine, holding bool) {
 		// Nobody here waits any more: drop the entry now, rather than have
 		// the next release hand the key to nobody. A holder's release will
 		// drop it instead.
-		drop = wl.dropLocked(time.Now())
+		drop = wl.dropLocked(time.Now(), false)
 	}
 	d.leftLocked()
 	d.mu.Unlock()
@@ -475,6 +501,21 @@ func (d *dispatcher) lingerLocked() {
 			return // a caller came back
 		}
 		d.idle = nil
+		// An entry the process may still have would be handed keys that
+		// nobody here hears of: drop them first, and linger on.
+		var drops [][2]string
+		for _, wl := range d.lines {
+			if len(wl.waiters) == 0 && (wl.maybe || time.Now().Before(wl.until)) {
+				drops = append(drops, [2]string{wl.sk, wl.dropLocked(time.Now(), false)})
+			}
+		}
+		if len(drops) > 0 {
+			for _, dr := range drops {
+				go d.passOnGrant(dr[0], "", dr[1])
+			}
+			d.lingerLocked()
+			return
+		}
 		if d.ps != nil {
 			d.live.Store(false)
 			_ = d.ps.Close()
@@ -504,8 +545,10 @@ func (l *redisLine) kickLocked() {
 }
 
 // queued reports whether the caller may skip its attempt and wait for d:
-// the process's entry surely lasts, the holder seen last does not expire
-// within d, and nothing asked for an attempt.
+// an attempt of the line looked at the key less than d ago, the process's
+// entry surely lasts, the holder seen last does not expire within d, and
+// nothing asked for an attempt. So a key that became free without a
+// hand-over (a forced Unlock, a restart) is seen within about two delays.
 func (l *redisLine) queued(d time.Duration) bool {
 	l.d.mu.Lock()
 	defer l.d.mu.Unlock()
@@ -514,7 +557,8 @@ func (l *redisLine) queued(d time.Duration) bool {
 		l.must = false
 		return false
 	}
-	return !l.out && time.Until(wl.until) > d && (wl.expiry.IsZero() || time.Until(wl.expiry) > d)
+	return !l.out && time.Since(wl.looked) < d && time.Until(wl.until) > d &&
+		(wl.expiry.IsZero() || time.Until(wl.expiry) > d)
 }
 
 // lasts returns how long after t the process's entry surely lasts.
