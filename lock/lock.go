@@ -195,24 +195,22 @@ func (r *redisBackend) acquire(ctx context.Context, sk string, a *attempt) (int6
 	} else if err == nil {
 		n, err = script.Int64(v)
 	}
-	if l != nil && err == nil && n < 0 {
-		remaining := time.Duration(-1)
-		if n < -1 {
-			remaining = time.Duration(-n-2) * time.Millisecond
-		}
-		r.d.announced(l, sent, time.Duration(wait)*time.Millisecond, remaining)
-	}
 	switch {
 	case err != nil:
 		return 0, 0, false, err
 	case n > 0:
 		return n, 0, true, nil
-	case n == -1:
-		return 0, -1, false, nil // held without expiry
-	case n < -1:
-		return 0, time.Duration(-n-2) * time.Millisecond, false, nil
+	case n == 0:
+		return 0, 0, false, fmt.Errorf("%w: acquire returned %d", script.ErrReply, n)
 	}
-	return 0, 0, false, fmt.Errorf("%w: acquire returned %d", script.ErrReply, n)
+	remaining := time.Duration(-1) // -1: held without expiry
+	if n < -1 {
+		remaining = time.Duration(-n-2) * time.Millisecond
+	}
+	if l != nil {
+		r.d.announced(l, sent, time.Duration(wait)*time.Millisecond, remaining)
+	}
+	return 0, remaining, false, nil
 }
 
 func (r *redisBackend) refresh(ctx context.Context, sk, token string, ttl time.Duration) (bool, error) {
