@@ -9,8 +9,6 @@ import (
 var (
 	//go:embed rlock.lua
 	rlockLua string
-	//go:embed fence.lua
-	fenceLua string
 	//go:embed acquire.lua
 	acquireLua string
 	//go:embed refresh.lua
@@ -29,9 +27,9 @@ var (
 // a lock key start with fence.lua, so that every grant issues fences alike.
 var (
 	rlockScript      = script.New("rlock.lua", rlockLua)
-	acquireScript    = script.New("acquire.lua", fenceLua+acquireLua)
+	acquireScript    = script.New("acquire.lua", script.FencePrelude+acquireLua)
 	refreshScript    = script.New("refresh.lua", refreshLua)
-	releaseScript    = script.New("release.lua", fenceLua+releaseLua)
+	releaseScript    = script.New("release.lua", script.FencePrelude+releaseLua)
 	condScript       = script.New("cond.lua", condLua)
 	poolAssignScript = script.New("pool_assign.lua", poolAssignLua)
 	poolStatusScript = script.New("pool_status.lua", poolStatusLua)

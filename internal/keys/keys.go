@@ -22,6 +22,24 @@
 //	{<prefix>|<suffix>}|pool           [SET]    members of a lock pool
 //	{<prefix>|<suffix>}:<key>          [STRING] lock key of a pool member
 //	{<prefix>|<suffix>}|fence          [STRING] fencing counter shared by a pool's members
+//
+// Allocator (every key shares the tag T = {<prefix>|<suffix>}, see Pool):
+//
+//	T|items       [HASH]   member → "<priority> <free seq or -> <generation>"
+//	T|free        [ZSET]   "<free seq, 12 hex digits><member>" scored by -priority
+//	T|exp         [ZSET]   member → membership expiry (ms), for members with a TTL
+//	T|quar        [ZSET]   member → end of its quarantine (ms)
+//	T|leases      [ZSET]   leased resource → lease deadline (ms, +inf: permanent)
+//	T|holders     [HASH]   leased resource → "<fence> <token> <session> <waiter>"
+//	T|seq         [STRING] counter of free sequence numbers and generations
+//	T|fence       [STRING] fencing counter of the pool's leases
+//	T|sess        [ZSET]   session id → deadline (ms)
+//	T|sessl       [ZSET]   "<session id>|<resource>" of each lease in a session (score 0)
+//	T|waitq       [ZSET]   waiter id → arrival (a seq), the MallocWait queue
+//	T|waitd       [HASH]   waiter id → "<until ms> <ttl ms> <token> <session> <channel>"
+//	T|granted     [HASH]   waiter id → "<fence> <deadline> <resource>" of a hand-off
+//	T|bind|<name> [STRING] soft binding: "<expiry ms or 0> <generation> <resource>"
+//	T|wake|<id>   [channel] hand-offs to the waiters of one Allocator value
 package keys
 
 import (
@@ -225,3 +243,39 @@ func tagForSlot(slot int) string {
 	})
 	return slotTags[slot]
 }
+
+// Pool names the keys of one allocator pool, all under the hash tag
+// {<prefix>|<suffix>} so that every script runs in one Redis Cluster slot.
+type Pool struct{ tag string }
+
+// NewPool returns the key names of the allocator pool prefix, suffix.
+func NewPool(prefix, suffix string) Pool { return Pool{tag: Tag(prefix, suffix)} }
+
+// Tag returns the pool's hash tag, with its braces.
+func (p Pool) Tag() string { return p.tag }
+
+// poolParts lists the fixed keys of a pool, in the order of Scripts.
+var poolParts = []string{"items", "free", "exp", "quar", "leases", "holders", "seq", "fence", "sess", "sessl", "waitq", "waitd", "granted"}
+
+// PoolKeyCount is the number of keys Scripts returns.
+const PoolKeyCount = 13
+
+// Scripts returns the fixed keys every allocator script takes, KEYS[1] to
+// KEYS[PoolKeyCount], in the order of the layout above, followed by extra
+// (such as a binding key).
+func (p Pool) Scripts(extra ...string) []string {
+	out := make([]string, 0, len(poolParts)+len(extra))
+	for _, part := range poolParts {
+		out = append(out, p.tag+"|"+part)
+	}
+	return append(out, extra...)
+}
+
+// Part returns the key of one fixed part, such as "items" or "free".
+func (p Pool) Part(part string) string { return p.tag + "|" + part }
+
+// Bind returns the soft-binding key of name.
+func (p Pool) Bind(name string) string { return p.tag + "|bind|" + name }
+
+// Wake returns the channel of the waiters of the Allocator value id.
+func (p Pool) Wake(id string) string { return Wake(p.tag, id) }

@@ -1,5 +1,5 @@
--- fence.lua: prepended to the scripts that grant a lock key (scripts.go
--- joins the files), so that every grant issues fences the same way.
+-- fence.lua: prepended to every script that issues fences (the lock's grants
+-- and the allocator's leases), so that all of them issue fences alike.
 
 -- now_us returns the server time in µs (exact in a Lua number until 2255).
 local function now_us()

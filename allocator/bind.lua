@@ -1,0 +1,22 @@
+-- bind.lua: read or write a soft binding.
+-- KEYS: the pool's keys (pool.lua), KEYS[14]: the binding key.
+-- ARGV[2]: "get", or "set" with ARGV[3]: member, ARGV[4]: TTL in ms (≤ 0:
+-- no expiry)
+-- get returns the bound member while the binding applies (unexpired, the
+-- member neither removed, expired, quarantined nor re-created since), else
+-- false. set returns 1, or 0 when ARGV[3] is not a member.
+if ARGV[2] == 'get' then
+  local b = redis.call('GET', KEYS[14])
+  if not b then
+    return false
+  end
+  local name = bound(b, false)
+  return name or false
+end
+local name = ARGV[3]
+local p, _, g = get_item(name)
+if not p or expired(name) then
+  return 0
+end
+bind(KEYS[14], name, g, tonumber(ARGV[4]))
+return 1

@@ -1,0 +1,5 @@
+package allocator_test
+
+const helperEnv = "ALLOCATOR_TEST_HAMMER"
+
+func runHammer() int { return 0 }

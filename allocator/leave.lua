@@ -1,0 +1,20 @@
+-- leave.lua: a waiter gives up: its entry leaves the queue, and a hand-off
+-- it was given (ARGV[3]: its token) goes to the next waiter or back to the
+-- pool.
+-- KEYS: the pool's keys (pool.lua). ARGV[2]: waiter id.
+-- Returns 1 when a hand-off was given back, else 0.
+local id, token = ARGV[2], ARGV[3]
+redis.call('ZREM', K_WAITQ, id)
+redis.call('HDEL', K_WAITD, id)
+local g = redis.call('HGET', K_GRANTED, id)
+if not g then
+  return 0
+end
+redis.call('HDEL', K_GRANTED, id)
+local fence, _, name = string.match(g, '^(%S+) (%S+) (.*)$')
+local f, t = holder(name)
+if t == token and f == fence then
+  end_lease(name)
+  return 1
+end
+return 0

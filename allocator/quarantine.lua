@@ -1,0 +1,30 @@
+-- quarantine.lua: quarantine members for a while, or end their quarantine.
+-- KEYS: the pool's keys (pool.lua).
+-- ARGV[2]: duration in ms; ≤ 0 ends the quarantine (the member returns to
+-- the pool unless it is leased)
+-- ARGV[3..]: members (other names are ignored)
+-- A quarantined member is not allocatable and its soft bindings no longer
+-- apply (its generation changes). A leased member keeps its lease and stays
+-- out of the pool when it comes back. Returns the number of members
+-- changed.
+local d = tonumber(ARGV[2])
+local n = 0
+for i = 3, #ARGV do
+  local name = ARGV[i]
+  local p, s, g = get_item(name)
+  if p then
+    if d > 0 then
+      redis.call('ZADD', K_QUAR, NOW + d, name)
+      g = tostring(next_seq())
+      if s ~= '-' then
+        redis.call('ZREM', K_FREE, s .. name)
+      end
+      put_item(name, p, '-', g)
+      n = n + 1
+    elseif redis.call('ZREM', K_QUAR, name) == 1 then
+      settle(name)
+      n = n + 1
+    end
+  end
+end
+return n

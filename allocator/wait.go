@@ -1,0 +1,367 @@
+package allocator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redisallocator/redisallocator/internal/script"
+)
+
+// MallocWait leases a resource like MallocLease, waiting while none is
+// free until one is freed or ctx ends. Waiters are served first come,
+// first served across processes: a free hands its resource straight to the
+// longest-waiting live waiter, in the same script, and tells only that
+// waiter (over the allocator's one pub/sub subscription), so a free with
+// nobody waiting costs nothing extra and many waiters in one process share
+// one connection. While it waits, MallocWait renews its place every third
+// of a 30-second entry life, which also finds a hand-off whose message was
+// lost. When ctx ends, a hand-off that raced with it is given to the next
+// waiter.
+//
+// MallocWait needs exclusive mode; WithBind does not apply (bind after,
+// with UpdateSoftBind).
+func (a *Allocator) MallocWait(ctx context.Context, opts ...MallocOption) (*Lease, error) {
+	m, err := newMallocConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case a.shared:
+		return nil, fmt.Errorf("%w: MallocWait in shared mode", ErrInvalidArgument)
+	case m.bind != "":
+		return nil, fmt.Errorf("%w: WithBind does not apply to MallocWait", ErrInvalidArgument)
+	}
+	sess, err := a.sessionArg(m)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.wait.ensure(ctx); err != nil {
+		return nil, err
+	}
+	a.beforeMalloc(ctx)
+	w := &waiter{a: a, id: randomID(12), token: randomID(16), sess: sess, ttl: m.ttl}
+	ch := a.wait.register(w.id)
+	defer a.wait.unregister(w.id)
+	for {
+		l, err := w.turnAndWait(ctx, ch)
+		if l != nil || err != nil {
+			return l, err
+		}
+	}
+}
+
+// waiter is one MallocWait call.
+type waiter struct {
+	a     *Allocator
+	id    string
+	token string
+	sess  string
+	ttl   time.Duration
+}
+
+// grantMsg is a hand-off announced on the wake channel.
+type grantMsg struct {
+	fence int64
+	key   string
+	at    time.Time // when it arrived
+}
+
+// turnAndWait runs one turn and, while queued, waits for a hand-off, a
+// kick or the time to renew the entry. It returns (nil, nil) to run
+// another turn.
+func (w *waiter) turnAndWait(ctx context.Context, ch <-chan grantMsg) (*Lease, error) {
+	h := w.a.wait
+	kick := h.kicked()
+	sent := time.Now()
+	v, err := w.a.run(ctx, waitScript, nil, w.a.budget, millis(w.ttl), w.token, w.sess, w.id, h.entryTTL.Milliseconds(), h.channel)
+	if err != nil {
+		if ended(ctx) {
+			return nil, w.leave(ctx, err)
+		}
+		// The outcome is unknown: the turn may have joined the queue.
+		// Retry after a pause; a hand-off meanwhile still arrives on ch.
+		w.a.log.Warn("allocator: MallocWait turn failed", "err", err)
+		select {
+		case g := <-ch:
+			return w.handOff(ctx, g)
+		case <-time.After(100 * time.Millisecond):
+			return nil, nil
+		case <-ctx.Done():
+			return nil, w.leave(ctx, ctx.Err())
+		case <-h.done:
+			return nil, w.leave(ctx, ErrClosed)
+		}
+	}
+	r, ok := v.([]any)
+	if !ok || len(r) == 0 {
+		return nil, fmt.Errorf("%w: wait reply %T", script.ErrReply, v)
+	}
+	switch code, _ := r[0].(int64); code {
+	case -1:
+		return nil, fmt.Errorf("%w: session %s", ErrSessionLost, w.sess)
+	case 1:
+		ns, err := script.Ints(r[:3], 3)
+		if err != nil {
+			return nil, err
+		}
+		key, ok := r[3].(string)
+		if !ok {
+			return nil, fmt.Errorf("%w: wait key %T", script.ErrReply, r[3])
+		}
+		left := time.Duration(ns[1]) * time.Millisecond
+		if ns[1] < 0 {
+			left = 0
+		}
+		return w.lease(ctx, key, ns[2], left, sent)
+	}
+	t := time.NewTimer(h.entryTTL / 3)
+	defer t.Stop()
+	select {
+	case g := <-ch:
+		return w.handOff(ctx, g)
+	case <-kick:
+		return nil, nil
+	case <-t.C:
+		return nil, nil
+	case <-ctx.Done():
+		return nil, w.leave(ctx, ctx.Err())
+	case <-h.done:
+		return nil, w.leave(ctx, ErrClosed)
+	}
+}
+
+// handOff turns an announced hand-off into a lease: it has the TTL the
+// waiter asked for, or is provisional for a permanent one.
+func (w *waiter) handOff(ctx context.Context, g grantMsg) (*Lease, error) {
+	left := w.ttl
+	if left <= 0 {
+		left = provisional
+	}
+	return w.lease(ctx, g.key, g.fence, left, g.at)
+}
+
+// provisional is how long a hand-off to a waiter that asked for a
+// permanent lease lasts until the waiter confirms it (pool.lua).
+const provisional = 30 * time.Second
+
+// lease builds the Lease of a grant that has left ms to run from at (0: no
+// expiry), making a provisional grant permanent when the waiter asked for
+// that.
+func (w *waiter) lease(ctx context.Context, key string, fence int64, left time.Duration, at time.Time) (*Lease, error) {
+	l := newLease(w.a, key, w.token, fence, left, at)
+	if w.ttl > 0 || left == 0 {
+		l.ttl = max(w.ttl, 0)
+		return l, nil
+	}
+	// Confirm the provisional grant, even if ctx ended meanwhile: the
+	// resource is ours until the confirmation says otherwise.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	err := l.Renew(cctx, 0)
+	if err == nil {
+		return l, nil
+	}
+	if errors.Is(err, ErrNotHeld) {
+		return nil, nil // reclaimed meanwhile: wait again
+	}
+	// Unknown outcome: give the provisional lease back rather than keep a
+	// lease whose permanence is unknown.
+	if ferr := l.Free(cctx); ferr != nil && !errors.Is(ferr, ErrNotHeld) {
+		w.a.log.Warn("allocator: giving back an unconfirmed hand-off failed; it expires by itself", "key", key, "err", ferr)
+	}
+	return nil, err
+}
+
+// leave takes the waiter out of the queue and gives back a hand-off that
+// raced with its end, then returns cause. A failed leave is retried in the
+// background: until it succeeds, the entry may still receive a hand-off.
+func (w *waiter) leave(ctx context.Context, cause error) error {
+	if errors.Is(cause, context.Canceled) || errors.Is(cause, context.DeadlineExceeded) {
+		cause = fmt.Errorf("allocator: MallocWait: %w", cause)
+	}
+	bctx := context.WithoutCancel(ctx)
+	cctx, cancel := context.WithTimeout(bctx, 2*time.Second)
+	_, err := w.a.runVia(cctx, w.a.c, leaveScript, nil, w.id, w.token)
+	cancel()
+	if err != nil {
+		w.a.log.Warn("allocator: leaving the wait queue failed; retrying in the background", "err", err)
+		go w.leaveLater(bctx)
+	}
+	return cause
+}
+
+// leaveLater retries leave with backoff until it succeeds or the entry
+// has surely expired (with its provisional or TTL-bound hand-off, if any,
+// returning by reclaim).
+func (w *waiter) leaveLater(ctx context.Context) {
+	deadline := time.Now().Add(2 * w.a.wait.entryTTL)
+	for d := 100 * time.Millisecond; time.Now().Before(deadline); d = min(2*d, 5*time.Second) {
+		time.Sleep(d)
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := w.a.runVia(cctx, w.a.c, leaveScript, nil, w.id, w.token)
+		cancel()
+		if err == nil {
+			return
+		}
+	}
+}
+
+func ended(ctx context.Context) bool { return ctx.Err() != nil }
+
+// waitHub is an Allocator's one subscription to its wake channel: it
+// delivers hand-offs to the waiters of this value and kicks them to run a
+// turn after a reconnection, when messages may have been lost.
+type waitHub struct {
+	a        *Allocator
+	entryTTL time.Duration
+	channel  string
+	done     chan struct{} // closed by close
+
+	mu      sync.Mutex
+	ps      *redis.PubSub
+	ready   bool
+	closed  bool
+	waiters map[string]chan grantMsg
+	kick    chan struct{} // closed and replaced on every (re)subscription
+	exited  chan struct{}
+}
+
+func newWaitHub(a *Allocator, entryTTL time.Duration) *waitHub {
+	return &waitHub{
+		a: a, entryTTL: entryTTL, channel: a.keys.Wake(a.id), done: make(chan struct{}),
+		waiters: map[string]chan grantMsg{}, kick: make(chan struct{}),
+	}
+}
+
+// ensure subscribes on first use and waits for the confirmation, so that
+// no hand-off announced after the first turn is missed.
+func (h *waitHub) ensure(ctx context.Context) error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return ErrClosed
+	}
+	if h.ready {
+		h.mu.Unlock()
+		return nil
+	}
+	h.mu.Unlock()
+	ps := h.a.c.Subscribe(ctx)
+	if err := ps.Subscribe(ctx, h.channel); err != nil {
+		_ = ps.Close()
+		return fmt.Errorf("allocator: subscribing to the wake channel: %w", err)
+	}
+	if _, err := ps.ReceiveTimeout(ctx, 10*time.Second); err != nil {
+		_ = ps.Close()
+		return fmt.Errorf("allocator: subscribing to the wake channel: %w", err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || h.ready {
+		_ = ps.Close()
+		if h.closed {
+			return ErrClosed
+		}
+		return nil
+	}
+	h.ps, h.ready, h.exited = ps, true, make(chan struct{})
+	go h.receive(ps, h.exited)
+	return nil
+}
+
+func (h *waitHub) receive(ps *redis.PubSub, exited chan struct{}) {
+	defer close(exited)
+	for {
+		msg, err := ps.Receive(context.Background())
+		if err != nil {
+			select {
+			case <-h.done:
+				return
+			case <-time.After(50 * time.Millisecond): // go-redis reconnects on the next Receive
+			}
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				h.kickAll() // resubscribed: messages may have been lost
+			}
+		case *redis.Message:
+			h.deliver(m.Payload)
+		}
+	}
+}
+
+// deliver routes "<waiter id> <fence> <deadline> <resource>" to its waiter.
+// A hand-off to a waiter that has left is ignored: it left the queue
+// first, so the grant was made before and leave gave it back.
+func (h *waitHub) deliver(payload string) {
+	parts := strings.SplitN(payload, " ", 4)
+	if len(parts) != 4 {
+		return
+	}
+	fence, err := strconv.ParseInt(parts[1], 10, 64)
+	if err != nil {
+		return
+	}
+	g := grantMsg{fence: fence, key: parts[3], at: time.Now()}
+	h.mu.Lock()
+	ch := h.waiters[parts[0]]
+	h.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- g:
+		default:
+		}
+	}
+}
+
+func (h *waitHub) register(id string) chan grantMsg {
+	ch := make(chan grantMsg, 1)
+	h.mu.Lock()
+	h.waiters[id] = ch
+	h.mu.Unlock()
+	return ch
+}
+
+func (h *waitHub) unregister(id string) {
+	h.mu.Lock()
+	delete(h.waiters, id)
+	h.mu.Unlock()
+}
+
+func (h *waitHub) kicked() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.kick
+}
+
+func (h *waitHub) kickAll() {
+	h.mu.Lock()
+	close(h.kick)
+	h.kick = make(chan struct{})
+	h.mu.Unlock()
+}
+
+func (h *waitHub) close() {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	h.closed = true
+	close(h.done)
+	ps, exited := h.ps, h.exited
+	h.mu.Unlock()
+	if ps != nil {
+		_ = ps.Close()
+		<-exited
+	}
+}
