@@ -261,8 +261,8 @@ func (l *Lease) free(ctx context.Context) error {
 
 type freedError struct{ key string }
 
-func (e freedError) Error() string         { return fmt.Sprintf("allocator: %q: lease freed", e.key) }
-func (e freedError) Unwrap() []error       { return []error{ErrNotHeld, ErrFreed} }
+func (e freedError) Error() string   { return fmt.Sprintf("allocator: %q: lease freed", e.key) }
+func (e freedError) Unwrap() []error { return []error{ErrNotHeld, ErrFreed} }
 
 // KeepAlive renews the lease in the background, every third of its TTL,
 // until ctx ends, the lease is freed or it is lost (watch Lost). Calling it

@@ -134,4 +134,3 @@ func (s *Session) Close(ctx context.Context) (int, error) {
 	s.end(fmt.Errorf("%w: session %s closed", ErrSessionLost, s.id))
 	return int(n), nil
 }
-
