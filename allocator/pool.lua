@@ -285,8 +285,15 @@ local function reclaim(budget)
     end
   end
   if budget > 0 then
-    for _, name in ipairs(redis.call('ZRANGEBYSCORE', K_EXP, '-inf', NOW, 'LIMIT', 0, budget)) do
-      remove_member(name)
+    -- A leased member whose membership expired is not deleted: its expiry
+    -- becomes 0, which the scan skips, and end_lease removes it. Extend
+    -- can still renew its membership meanwhile.
+    for _, name in ipairs(redis.call('ZRANGEBYSCORE', K_EXP, '(0', NOW, 'LIMIT', 0, budget)) do
+      if redis.call('HEXISTS', K_HOLDERS, name) == 1 then
+        redis.call('ZADD', K_EXP, 0, name)
+      else
+        remove_member(name)
+      end
       members = members + 1
     end
     budget = budget - members
