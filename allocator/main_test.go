@@ -3,6 +3,7 @@ package allocator_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"sort"
 	"strconv"
@@ -131,4 +132,30 @@ func checkInvariants(t testing.TB, a *allocator.Allocator) *allocator.Snapshot {
 	return s
 }
 
-var _ = fmt.Sprint
+
+// inUse records which resources a test's holders hold, failing a second
+// concurrent holder.
+type inUse struct {
+	mu   sync.Mutex
+	held map[string]bool
+}
+
+func newInUse() *inUse { return &inUse{held: map[string]bool{}} }
+
+func (u *inUse) take(k string) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.held[k] {
+		return fmt.Errorf("%q leased twice at once", k)
+	}
+	u.held[k] = true
+	return nil
+}
+
+func (u *inUse) put(k string) {
+	u.mu.Lock()
+	delete(u.held, k)
+	u.mu.Unlock()
+}
+
+func nan() float64 { return math.NaN() }
