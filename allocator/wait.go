@@ -224,13 +224,15 @@ type waitHub struct {
 	channel  string
 	done     chan struct{} // closed by close
 
-	mu      sync.Mutex
-	ps      *redis.PubSub
-	ready   bool
-	closed  bool
-	waiters map[string]chan grantMsg
-	kick    chan struct{} // closed and replaced on every (re)subscription
-	exited  chan struct{}
+	mu       sync.Mutex
+	ps       *redis.PubSub
+	starting chan struct{} // closed when the running subscription attempt ends
+	startErr error         // why the last attempt failed
+	ready    bool
+	closed   bool
+	waiters  map[string]chan grantMsg
+	kick     chan struct{} // closed and replaced on every (re)subscription
+	exited   chan struct{}
 }
 
 func newWaitHub(a *Allocator, entryTTL time.Duration) *waitHub {
@@ -241,39 +243,63 @@ func newWaitHub(a *Allocator, entryTTL time.Duration) *waitHub {
 }
 
 // ensure subscribes on first use and waits for the confirmation, so that
-// no hand-off announced after the first turn is missed.
+// no hand-off announced after the first turn is missed. One subscription
+// attempt runs at a time, detached from the callers' contexts; callers wait
+// for it or for their ctx.
 func (h *waitHub) ensure(ctx context.Context) error {
 	h.mu.Lock()
-	if h.closed {
+	switch {
+	case h.closed:
 		h.mu.Unlock()
 		return ErrClosed
-	}
-	if h.ready {
+	case h.ready:
 		h.mu.Unlock()
 		return nil
 	}
-	h.mu.Unlock()
-	ps := h.a.c.Subscribe(ctx)
-	if err := ps.Subscribe(ctx, h.channel); err != nil {
-		_ = ps.Close()
-		return fmt.Errorf("allocator: subscribing to the wake channel: %w", err)
+	if h.starting == nil {
+		h.starting = make(chan struct{})
+		go h.subscribe(h.starting)
 	}
-	if _, err := ps.ReceiveTimeout(ctx, 10*time.Second); err != nil {
-		_ = ps.Close()
-		return fmt.Errorf("allocator: subscribing to the wake channel: %w", err)
+	starting := h.starting
+	h.mu.Unlock()
+	select {
+	case <-starting:
+	case <-ctx.Done():
+		return fmt.Errorf("allocator: MallocWait: %w", ctx.Err())
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed || h.ready {
-		_ = ps.Close()
-		if h.closed {
-			return ErrClosed
-		}
+	switch {
+	case h.closed:
+		return ErrClosed
+	case h.ready:
 		return nil
+	}
+	return h.startErr
+}
+
+// subscribe makes one subscription attempt and closes started when done.
+func (h *waitHub) subscribe(started chan struct{}) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ps := h.a.c.Subscribe(ctx)
+	err := ps.Subscribe(ctx, h.channel)
+	if err == nil {
+		_, err = ps.ReceiveTimeout(ctx, 10*time.Second)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	defer close(started)
+	h.starting = nil
+	if err != nil || h.closed {
+		_ = ps.Close()
+		if err != nil {
+			h.startErr = fmt.Errorf("allocator: subscribing to the wake channel: %w", err)
+		}
+		return
 	}
 	h.ps, h.ready, h.exited = ps, true, make(chan struct{})
 	go h.receive(ps, h.exited)
-	return nil
 }
 
 func (h *waitHub) receive(ps *redis.PubSub, exited chan struct{}) {
