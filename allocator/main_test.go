@@ -132,7 +132,6 @@ func checkInvariants(t testing.TB, a *allocator.Allocator) *allocator.Snapshot {
 	return s
 }
 
-
 // inUse records which resources a test's holders hold, failing a second
 // concurrent holder.
 type inUse struct {
