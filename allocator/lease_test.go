@@ -1,0 +1,68 @@
+package allocator_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/redisallocator/redisallocator/allocator"
+)
+
+func TestLeaseKeepAliveAndLost(t *testing.T) {
+	forTargets(t, func(t *testing.T, tg target) {
+		ctx := context.Background()
+		a := tg.newAlloc(t)
+		ok(t, errOnly(a.Extend(ctx, []string{"r"})))
+		l := must[*allocator.Lease](t)(a.MallocLease(ctx, allocator.WithLeaseTTL(300*time.Millisecond)))
+		kctx, stop := context.WithCancel(ctx)
+		ok(t, l.KeepAlive(kctx))
+		time.Sleep(time.Second)
+		select {
+		case <-l.Lost():
+			t.Fatalf("kept-alive lease lost: %v", l.Err())
+		default:
+		}
+		// Nobody else can take it meanwhile.
+		if _, err := a.MallocLease(ctx); !errors.Is(err, allocator.ErrNoneAvailable) {
+			t.Fatalf("kept-alive lease handed out: %v", err)
+		}
+		// Forced free: the next renewal reports the loss.
+		ok(t, errOnly(a.FreeKeys(ctx, "r")))
+		select {
+		case <-l.Lost():
+			if !errors.Is(l.Err(), allocator.ErrNotHeld) || errors.Is(l.Err(), allocator.ErrFreed) {
+				t.Fatalf("Err = %v", l.Err())
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatal("loss after FreeKeys not reported")
+		}
+		stop()
+
+		// Without renewal, Lost closes before the server could regrant.
+		l2 := must[*allocator.Lease](t)(a.MallocLease(ctx, allocator.WithLeaseTTL(200*time.Millisecond)))
+		start := time.Now()
+		<-l2.Lost()
+		if d := time.Since(start); d > 200*time.Millisecond {
+			t.Fatalf("Lost closed after %v, later than the TTL", d)
+		}
+		time.Sleep(start.Add(250 * time.Millisecond).Sub(time.Now()))
+		if err := l2.KeepAlive(ctx); !errors.Is(err, allocator.ErrNotHeld) {
+			t.Fatalf("KeepAlive of a lost lease: %v", err)
+		}
+		perm := must[*allocator.Lease](t)(a.MallocLease(ctx, allocator.WithLeaseTTL(0)))
+		if err := perm.KeepAlive(ctx); !errors.Is(err, allocator.ErrInvalidArgument) {
+			t.Fatalf("KeepAlive of a permanent lease: %v", err)
+		}
+		// Free stops the renewals.
+		ok(t, errOnly(a.FreeKeys(ctx, perm.Key())))
+		l3 := must[*allocator.Lease](t)(a.MallocLease(ctx, allocator.WithLeaseTTL(300*time.Millisecond)))
+		ok(t, l3.KeepAlive(ctx))
+		ok(t, l3.Free(ctx))
+		<-l3.Lost()
+		if !errors.Is(l3.Err(), allocator.ErrFreed) {
+			t.Fatalf("Err after Free = %v", l3.Err())
+		}
+		checkInvariants(t, a)
+	})
+}
