@@ -4,14 +4,19 @@
 -- no expiry)
 -- get returns the bound member while the binding applies (unexpired, the
 -- member neither removed, expired, quarantined nor re-created since), else
--- false. set returns 1, or 0 when ARGV[3] is not a member.
+-- false, deleting a binding that no longer applies. set returns 1, or 0 when ARGV[3] is not a member.
 if ARGV[2] == 'get' then
   local b = redis.call('GET', KEYS[14])
   if not b then
     return false
   end
   local name = bound(b, false)
-  return name or false
+  if not name then
+    -- It can never apply again (see bound): drop it.
+    redis.call('DEL', KEYS[14])
+    return false
+  end
+  return name
 end
 local name = ARGV[3]
 local p, _, g = get_item(name)

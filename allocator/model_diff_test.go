@@ -245,8 +245,12 @@ func runModelDiff(t *testing.T, tg target, seed uint64, steps int) {
 				desc = fmt.Sprintf("getbind %q", bn)
 				got, found, err := a.GetSoftBind(ctx, bn)
 				ok(t, err)
-				if want := m.boundMember(bn, false); got != want || found != (want != "") {
+				want := m.boundMember(bn, false)
+				if got != want || found != (want != "") {
 					fail("%s: got %q %v, model %q", desc, got, found, want)
+				}
+				if want == "" {
+					delete(m.binds, bn)
 				}
 			default:
 				desc = fmt.Sprintf("unbind %q", bn)
