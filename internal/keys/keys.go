@@ -40,6 +40,9 @@
 //	T|granted     [HASH]   waiter id → "<fence> <deadline> <resource>" of a hand-off
 //	T|bind|<name> [STRING] soft binding: "<expiry ms or 0> <generation> <resource>"
 //	T|wake|<id>   [channel] hand-offs to the waiters of one Allocator value
+//	<prefix>|<suffix>-refresh:update  [STRING] the pool refresher's lock (a
+//	              plain lock key of package lock, expiring after the interval)
+//	{<prefix>|workers}|workers  [ZSET] worker registry, see Workers
 package keys
 
 import (
