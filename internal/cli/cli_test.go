@@ -62,18 +62,35 @@ func TestDemoQuick(t *testing.T) {
 		"still held",
 		"Lost() fired",
 		"Err() -> ErrNotHeld",
+		"client-1 MallocLease -> premium-1 (priority 10, fence ",
+		"client-3 MallocLease -> regular-1 (priority  0, fence ",
+		"client-7 MallocLease -> ErrNoneAvailable",
+		"-> premium-1 again, though premium-2 was first in line",
+		"the binding moved",
+		"and is still recorded; nobody calls GC.",
+		"the malloc reclaimed the lease itself",
+		"Free -> ErrNotHeld",
+		"HealthCheck: 5 healthy, 1 unhealthy, quarantined for ",
+		"5 proxies leased, never regular-1.",
+		"-> worker-1 got it ",
+		"-> worker-4 got it ",
+		"a newcomer's MallocLease -> ErrNoneAvailable",
 		"Summary",
+		"ok  hand-off: 4 workers in MallocWait were served in arrival order",
 	)
+	if n := strings.Count(r.stdout, "\n  ok  "); n != 9 {
+		t.Errorf("summary has %d ok lines, want 9:\n%s", n, r.stdout)
+	}
 	mustContain(t, "stderr", r.stderr, "no --redis-url: using an embedded Redis-compatible server (miniredis) at 127.0.0.1:")
 }
 
 // TestDemoTwiceOnOneServer checks that a second run on the same server
 // cleans up after the first and reports the fences it really got: all of
-// them above those of the first run.
+// them above those of the first run, for the lock and for the pool.
 func TestDemoTwiceOnOneServer(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
-	var last int64
+	var last, lastPool int64
 	for i := range 2 {
 		r := run(t, t.Context(), "--redis-url", url, "demo", "--quick")
 		if r.code != ExitOK {
@@ -88,6 +105,19 @@ func TestDemoTwiceOnOneServer(t *testing.T) {
 			t.Fatalf("run %d: fences %d..%d after the previous run's last %d", i+1, first, end, last)
 		}
 		last = end
+
+		if strings.Contains(r.stdout, "(deleted the proxy pool an earlier run left)") {
+			t.Errorf("run %d: the previous run left its pool behind", i+1)
+		}
+		var pool int64
+		line = field(r.stdout, "    client-1 MallocLease -> premium-1 (priority 10, fence ")
+		if _, err := fmt.Sscanf(line, "%d)", &pool); err != nil {
+			t.Fatalf("run %d: pool fence line %q: %v", i+1, line, err)
+		}
+		if pool <= lastPool {
+			t.Fatalf("run %d: pool fence %d after the previous run's %d", i+1, pool, lastPool)
+		}
+		lastPool = pool
 	}
 }
 

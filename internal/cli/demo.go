@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redisallocator/redisallocator/allocator"
 	"github.com/redisallocator/redisallocator/lock"
 )
 
@@ -34,6 +35,8 @@ type demoTimings struct {
 	crashTTL time.Duration // TTL of the lock whose holder crashes
 	keepTTL  time.Duration // TTL of the kept-alive lock
 	hold     time.Duration // how long the kept-alive lock is held
+	leaseTTL time.Duration // TTL of the lease whose holder is killed
+	cooldown time.Duration // quarantine of the proxy that fails its check
 	step     time.Duration // bound on any single wait of a step
 }
 
@@ -41,12 +44,14 @@ func demoTimingsFor(quick bool) demoTimings {
 	if quick {
 		return demoTimings{
 			work: 5 * time.Millisecond, jobTTL: 2 * time.Second, crashTTL: 300 * time.Millisecond,
-			keepTTL: 240 * time.Millisecond, hold: 800 * time.Millisecond, step: 10 * time.Second,
+			keepTTL: 240 * time.Millisecond, hold: 800 * time.Millisecond,
+			leaseTTL: 200 * time.Millisecond, cooldown: 200 * time.Millisecond, step: 10 * time.Second,
 		}
 	}
 	return demoTimings{
 		work: 20 * time.Millisecond, jobTTL: 2 * time.Second, crashTTL: 1500 * time.Millisecond,
-		keepTTL: 600 * time.Millisecond, hold: 2400 * time.Millisecond, step: 15 * time.Second,
+		keepTTL: 600 * time.Millisecond, hold: 2400 * time.Millisecond,
+		leaseTTL: time.Second, cooldown: time.Second, step: 15 * time.Second,
 	}
 }
 
@@ -55,12 +60,18 @@ func demoCommand() *command {
 	return &command{
 		name:  "demo",
 		flags: "[--quick]",
-		short: "Show the lock at work: contention, a crashed holder and fencing, keep-alive (~5 s).",
-		long: `It runs on the Redis server of --redis-url or --cluster, or on an embedded
+		short: "Show the lock and the allocator at work: crashes, fencing, priorities, hand-off (~7 s).",
+		long: `Part 1 shows the lock: contention, a crashed holder and fencing, keep-alive.
+Part 2 shows the allocator on a pool of six proxies: priorities, soft
+binding, a killed holder whose lease the next malloc reclaims, a failing
+proxy quarantined by HealthCheck, and workers served in order by
+MallocWait.
+
+It runs on the Redis server of --redis-url or --cluster, or on an embedded
 miniredis when neither is given, and uses the keys demo-job, demo-crash and
-demo-keepalive of the --prefix namespace (leftovers of an earlier run are
-deleted first). Exit status is 1 when a property it demonstrates does not
-hold.`,
+demo-keepalive of the --prefix namespace and the pool {<prefix>|demo-pool}
+(leftovers of an earlier run are deleted first). Exit status is 1 when a
+property it demonstrates does not hold.`,
 		example: progName + " demo",
 		setup:   setupDemo,
 	}
@@ -74,8 +85,14 @@ func setupDemo(fs *flag.FlagSet) runFunc {
 			return err
 		}
 		defer cn.Close()
+		a, err := newDemoPool(cn, e.g.prefix)
+		if err != nil {
+			return err
+		}
+		defer a.Close()
 		d := &demo{
 			l:    l,
+			a:    a,
 			cn:   cn,
 			p:    &printer{w: e.stdout},
 			t:    demoTimingsFor(*quick),
@@ -88,6 +105,7 @@ func setupDemo(fs *flag.FlagSet) runFunc {
 // demo holds what the demo steps share.
 type demo struct {
 	l       *lock.Lock
+	a       *allocator.Allocator // the proxy pool of part 2
 	cn      *conn
 	p       *printer
 	t       demoTimings
@@ -97,7 +115,7 @@ type demo struct {
 
 func (d *demo) run(ctx context.Context, prefix string) error {
 	start := time.Now()
-	d.p.line("redis-allocator demo: distributed lock on %s (key prefix %q)", d.cn.desc, prefix)
+	d.p.line("redis-allocator demo on %s (key prefix %q)", d.cn.desc, prefix)
 	for _, k := range []string{demoJobKey, demoCrashKey, demoKeepAliveKey} {
 		existed, err := d.l.Unlock(ctx, k)
 		if err != nil {
@@ -107,20 +125,38 @@ func (d *demo) run(ctx context.Context, prefix string) error {
 			d.p.line("(deleted a leftover %q lock of an earlier run)", k)
 		}
 	}
+	if left, err := d.resetPool(ctx); err != nil {
+		return err
+	} else if left {
+		d.p.line("(deleted the proxy pool an earlier run left)")
+	}
 	steps := []struct {
+		part  string // printed before the step when set
 		title string
 		run   func(context.Context) error
 	}{
-		{"Step 1 of 3: eight workers contend for one lock", d.contention},
-		{"Step 2 of 3: a holder dies; its TTL frees the lock and fencing stops its late write", d.crash},
-		{"Step 3 of 3: KeepAlive holds a short-TTL lock and reports its loss", d.keepAlive},
+		{"Part 1: the lock", "Step 1 of 8: eight workers contend for one lock", d.contention},
+		{"", "Step 2 of 8: a holder dies; its TTL frees the lock and fencing stops its late write", d.crash},
+		{"", "Step 3 of 8: KeepAlive holds a short-TTL lock and reports its loss", d.keepAlive},
+		{"Part 2: the allocator, a pool of six proxies", "Step 4 of 8: priorities: premium proxies first, none leased twice", d.priorities},
+		{"", "Step 5 of 8: soft binding: a named crawler gets its proxy back", d.binding},
+		{"", "Step 6 of 8: a holder is killed; the next malloc reclaims its lease", d.deadHolder},
+		{"", "Step 7 of 8: a failing proxy is quarantined by a health check", d.quarantine},
+		{"", "Step 8 of 8: workers wait in MallocWait and are served in order", d.waiting},
 	}
 	for _, s := range steps {
+		if s.part != "" {
+			d.p.line("")
+			d.p.line("== %s ==", s.part)
+		}
 		d.p.line("")
 		d.p.line("%s", s.title)
 		if err := s.run(ctx); err != nil {
 			return fmt.Errorf("%s: %w", strings.SplitN(s.title, ":", 2)[0], err)
 		}
+	}
+	if _, err := d.resetPool(ctx); err != nil {
+		return err
 	}
 	d.p.line("")
 	d.p.line("Summary (%v in all)", time.Since(start).Round(10*time.Millisecond))
