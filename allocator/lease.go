@@ -98,8 +98,8 @@ func (l *Lease) Lost() <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.lost == nil {
+		l.checkLocked(time.Now()) // before the channel exists: it may end the handle
 		l.lost = make(chan struct{})
-		l.checkLocked(time.Now())
 		if l.done {
 			close(l.lost)
 		} else {
@@ -249,10 +249,7 @@ func (l *Lease) free(ctx context.Context) error {
 	}
 	if n != 1 {
 		err := fmt.Errorf("%w: %q: the lease had ended on the server", ErrNotHeld, l.key)
-		l.mu.Lock()
-		l.finishLocked(err)
-		err = l.err
-		l.mu.Unlock()
+		l.finish(err)
 		return err
 	}
 	l.finish(freedError{l.key})

@@ -3,6 +3,7 @@ package allocator_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,5 +65,28 @@ func TestLeaseKeepAliveAndLost(t *testing.T) {
 			t.Fatalf("Err after Free = %v", l3.Err())
 		}
 		checkInvariants(t, a)
+	})
+}
+
+// TestLostFirstWatchedAfterExpiry: Lost, first called once the validity
+// has run out, returns a closed channel (it used to close it twice and
+// panic).
+func TestLostFirstWatchedAfterExpiry(t *testing.T) {
+	forTargets(t, func(t *testing.T, tg target) {
+		ctx := context.Background()
+		a := tg.newAlloc(t)
+		ok(t, errOnly(a.Extend(ctx, []string{"r"})))
+		l := must[*allocator.Lease](t)(a.MallocLease(ctx, allocator.WithLeaseTTL(50*time.Millisecond)))
+		time.Sleep(80 * time.Millisecond)
+		select {
+		case <-l.Lost():
+		default:
+			t.Fatal("Lost open after the validity ran out")
+		}
+		time.Sleep(20 * time.Millisecond) // the server's TTL ends too
+		err := l.Free(ctx)
+		if !errors.Is(err, allocator.ErrNotHeld) || !strings.Contains(err.Error(), "on the server") {
+			t.Fatalf("late Free: %v", err)
+		}
 	})
 }

@@ -353,7 +353,7 @@ func (m *model) shrink(names []string) int {
 }
 
 func (m *model) clear() int {
-	n := len(m.items)
+	n := len(m.keys())
 	m.items, m.exp, m.quar = map[string]*mItem{}, map[string]int64{}, map[string]int64{}
 	return n
 }

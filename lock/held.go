@@ -111,8 +111,8 @@ func (h *Held) Lost() <-chan struct{} {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.lost == nil {
+		h.checkLocked(time.Now()) // before the channel exists: it may end the handle
 		h.lost = make(chan struct{})
-		h.checkLocked(time.Now())
 		if h.done {
 			close(h.lost)
 		} else {

@@ -446,3 +446,25 @@ func TestReleaseToken(t *testing.T) {
 		}
 	})
 }
+
+// TestLostFirstWatchedAfterExpiry: Lost, first called once the validity
+// has run out, returns a closed channel (it used to close it twice and
+// panic).
+func TestLostFirstWatchedAfterExpiry(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg target) {
+		ctx, l := ctxT(t), tg.newLocker(t)
+		h, err := l.TryAcquire(ctx, "k", 50*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(80 * time.Millisecond)
+		select {
+		case <-h.Lost():
+		default:
+			t.Fatal("Lost open after the validity ran out")
+		}
+		if !errors.Is(h.Err(), lock.ErrNotHeld) {
+			t.Fatalf("Err = %v", h.Err())
+		}
+	})
+}
