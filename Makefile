@@ -29,6 +29,7 @@ redis-server:
 bench: redis-server
 	$(GO) test -run '^$$' -bench . ./lock/
 	cd bench && $(GO) run ./lockbench
+	cd bench && $(GO) run ./allocbench
 
 vet:
 	$(GO) vet ./...
