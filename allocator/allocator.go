@@ -91,7 +91,9 @@ func (a *Allocator) Shared() bool { return a.shared }
 
 // Close stops the allocator's background work: the waiter subscription
 // (pending MallocWait calls fail with ErrClosed), the refresher and the
-// health checker it started. Leases stay as they are in Redis. Close is
+// health checker it started. Afterwards the malloc methods and NewSession
+// return ErrClosed; leases stay as they are in Redis and can still be
+// renewed and freed, and the pool can still be managed. Close is
 // idempotent.
 func (a *Allocator) Close() error {
 	a.mu.Lock()
@@ -110,6 +112,12 @@ func (a *Allocator) Close() error {
 	return nil
 }
 
+func (a *Allocator) isClosed() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.closed
+}
+
 // onClose registers background work to stop on Close; it reports false
 // when the allocator is already closed.
 func (a *Allocator) onClose(f func()) bool {
@@ -121,6 +129,10 @@ func (a *Allocator) onClose(f func()) bool {
 	a.stop = append(a.stop, f)
 	return true
 }
+
+// maxBudget caps housekeeping budgets: Lua hands larger numbers to Redis
+// commands in exponent notation, which they reject.
+const maxBudget = 1 << 30
 
 // now is the scripts' clock argument: "" (the server's clock) unless a
 // test clock is set.
@@ -324,12 +336,13 @@ func (s GCStats) Total() int { return s.Leases + s.Sessions + s.Members + s.Quar
 // lapsed sessions, expired members (a leased one is removed when its lease
 // ends) and ended quarantines. Its cost follows what it reclaims, not the
 // pool's size. Malloc does the same in small batches (WithReclaimBudget),
-// so calling GC is optional. count must be ≥ 0.
+// so calling GC is optional. count must be ≥ 0; counts above maxBudget
+// (2^30) do that much.
 func (a *Allocator) GC(ctx context.Context, count int) (GCStats, error) {
 	if count < 0 {
 		return GCStats{}, fmt.Errorf("%w: negative GC count %d", ErrInvalidArgument, count)
 	}
-	v, err := a.run(ctx, gcScript, nil, count)
+	v, err := a.run(ctx, gcScript, nil, min(count, maxBudget))
 	if err != nil {
 		return GCStats{}, err
 	}

@@ -1,27 +1,28 @@
 -- bind.lua: read or write a soft binding.
--- KEYS: the pool's keys (pool.lua), KEYS[14]: the binding key.
+-- KEYS: the pool's keys (pool.lua), KEYS[12]: the binding key.
 -- ARGV[2]: "get", or "set" with ARGV[3]: member, ARGV[4]: TTL in ms (≤ 0:
 -- no expiry)
 -- get returns the bound member while the binding applies (unexpired, the
 -- member neither removed, expired, quarantined nor re-created since), else
--- false, deleting a binding that no longer applies. set returns 1, or 0 when ARGV[3] is not a member.
+-- false, deleting a binding that no longer applies. set returns 1, or 0
+-- when ARGV[3] is not a member.
 if ARGV[2] == 'get' then
-  local b = redis.call('GET', KEYS[14])
+  local b = redis.call('GET', KEYS[12])
   if not b then
     return false
   end
   local name = bound(b, false)
   if not name then
     -- It can never apply again (see bound): drop it.
-    redis.call('DEL', KEYS[14])
+    redis.call('DEL', KEYS[12])
     return false
   end
   return name
 end
 local name = ARGV[3]
-local p, _, g = get_item(name)
-if not p or expired(name) then
+local p, _, g, e = get_item(name)
+if not p or expired(e) then
   return 0
 end
-bind(KEYS[14], name, g, tonumber(ARGV[4]))
+bind(KEYS[12], name, g, tonumber(ARGV[4]))
 return 1

@@ -42,7 +42,8 @@ var (
 	// member of the pool.
 	ErrNotMember = errors.New("allocator: not a member")
 
-	// ErrClosed is returned by the operations of an Allocator after Close.
+	// ErrClosed is returned by the malloc methods, NewSession and the
+	// background helpers of an Allocator after Close.
 	ErrClosed = errors.New("allocator: closed")
 )
 

@@ -23,21 +23,29 @@ if ARGV[4] == 'assign' then
     end
   end
 end
+local exp = 0
+if ttl > 0 then
+  exp = NOW + ttl
+end
 for i = 5, #ARGV do
   local name = ARGV[i]
-  if ttl > 0 then
-    redis.call('ZADD', K_EXP, NOW + ttl, name)
+  local p, s, g, e, q = get_item(name)
+  if p then
+    if e ~= exp then
+      put_item(name, p, s, g, exp, q)
+    end
   else
-    redis.call('ZREM', K_EXP, name)
-  end
-  if not get_item(name) then
-    redis.call('ZREM', K_QUAR, name)
-    local g = tostring(next_seq())
-    put_item(name, prio, '-', g)
+    g = tostring(redis.call('INCR', K_SEQ))
+    put_item(name, prio, '-', g, exp, 0)
     if redis.call('HEXISTS', K_HOLDERS, name) == 0 then
-      give_back(name, prio, g)
+      give_back(name, prio, g, exp, 0)
     end
     added = added + 1
+  end
+  if exp > 0 then
+    redis.call('ZADD', K_TIMERS, exp, 'E' .. name)
+  elseif p and e ~= 0 then
+    redis.call('ZREM', K_TIMERS, 'E' .. name)
   end
 end
 return {added, removed}

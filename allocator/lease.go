@@ -7,6 +7,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redisallocator/redisallocator/internal/batch"
 	"github.com/redisallocator/redisallocator/internal/script"
 )
 
@@ -31,6 +34,7 @@ type Lease struct {
 	token  string
 	fence  int64
 	shared bool
+	sess   *Session // the session the lease belongs to, or nil
 
 	// opMu serialises Renew and Free, so validity always follows the
 	// request Redis applied last. Never acquire it while holding mu.
@@ -47,8 +51,8 @@ type Lease struct {
 	kaDone   chan struct{}
 }
 
-func newLease(a *Allocator, key, token string, fence int64, ttl time.Duration, sent time.Time) *Lease {
-	l := &Lease{a: a, key: key, token: token, fence: fence, ttl: max(ttl, 0)}
+func newLease(a *Allocator, key, token string, fence int64, ttl time.Duration, sent time.Time, sess *Session) *Lease {
+	l := &Lease{a: a, key: key, token: token, fence: fence, ttl: max(ttl, 0), sess: sess}
 	l.validTo = validity(sent, ttl)
 	return l
 }
@@ -83,12 +87,20 @@ func (l *Lease) TTL() time.Duration {
 	return l.ttl
 }
 
-// ValidUntil returns the local time until which the lease surely holds;
-// the zero time for a permanent lease.
+// ValidUntil returns the local time until which the lease surely holds:
+// the end of its own validity or, when it belongs to a session, of the
+// session's if that comes first. It is the zero time for a permanent lease
+// outside a session.
 func (l *Lease) ValidUntil() time.Time {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.validTo
+	to := l.validTo
+	l.mu.Unlock()
+	if l.sess != nil {
+		if st := l.sess.ValidUntil(); to.IsZero() || st.Before(to) {
+			to = st
+		}
+	}
+	return to
 }
 
 // Lost returns a channel closed when the lease ends: its validity ran out
@@ -104,6 +116,9 @@ func (l *Lease) Lost() <-chan struct{} {
 			close(l.lost)
 		} else {
 			l.armLocked()
+			if l.sess != nil {
+				go l.watchSession(l.lost)
+			}
 		}
 	}
 	return l.lost
@@ -119,10 +134,41 @@ func (l *Lease) Err() error {
 }
 
 func (l *Lease) checkLocked(now time.Time) {
-	if !l.done && !l.validTo.IsZero() && !now.Before(l.validTo) {
+	if l.done {
+		return
+	}
+	if !l.validTo.IsZero() && !now.Before(l.validTo) {
 		l.finishLocked(fmt.Errorf("%w: %q: no renewal confirmed within its TTL less the safety margin", ErrNotHeld, l.key))
+		return
+	}
+	if l.sess != nil {
+		if err := l.sess.Err(); err != nil {
+			l.finishLocked(sessionGone{key: l.key, err: err})
+		}
 	}
 }
+
+// watchSession ends the lease when its session is lost, until lost closes.
+func (l *Lease) watchSession(lost <-chan struct{}) {
+	select {
+	case <-l.sess.Done():
+		l.mu.Lock()
+		l.checkLocked(time.Now())
+		l.mu.Unlock()
+	case <-lost:
+	}
+}
+
+// sessionGone is the loss of a lease through its session.
+type sessionGone struct {
+	key string
+	err error
+}
+
+func (e sessionGone) Error() string {
+	return fmt.Sprintf("allocator: %q: lease not held: its session is gone: %v", e.key, e.err)
+}
+func (e sessionGone) Unwrap() []error { return []error{ErrNotHeld, e.err} }
 
 func (l *Lease) armLocked() {
 	if l.lost == nil || l.done || l.validTo.IsZero() {
@@ -364,6 +410,9 @@ func (a *Allocator) MallocLease(ctx context.Context, opts ...MallocOption) (*Lea
 	if err != nil {
 		return nil, err
 	}
+	if a.isClosed() {
+		return nil, ErrClosed
+	}
 	a.beforeMalloc(ctx)
 	if a.shared {
 		key, ok, err := a.mallocShared(ctx, m)
@@ -413,6 +462,8 @@ func (a *Allocator) MallocN(ctx context.Context, n int, opts ...MallocOption) ([
 		return nil, fmt.Errorf("%w: WithBind does not apply to MallocN", ErrInvalidArgument)
 	case a.shared:
 		return nil, fmt.Errorf("%w: MallocN in shared mode", ErrInvalidArgument)
+	case a.isClosed():
+		return nil, ErrClosed
 	}
 	a.beforeMalloc(ctx)
 	return a.malloc(ctx, n, m)
@@ -442,6 +493,11 @@ func (a *Allocator) malloc(ctx context.Context, n int, m mallocConfig) ([]*Lease
 	sent := time.Now()
 	v, err := a.run(ctx, mallocScript, extra, a.budget, millis(m.ttl), token, sess, n, millis(m.bindTTL))
 	if err != nil {
+		if m.ttl <= 0 && unknownOutcome(err) {
+			// The malloc may have taken permanent leases nobody knows of:
+			// give them back (a lease with a TTL runs out by itself).
+			go a.giveBackToken(context.WithoutCancel(ctx), token)
+		}
 		return nil, err
 	}
 	r, ok := v.([]any)
@@ -467,7 +523,7 @@ func (a *Allocator) malloc(ctx context.Context, n int, m mallocConfig) ([]*Lease
 		if !ok {
 			return nil, fmt.Errorf("%w: malloc key %T", script.ErrReply, r[3+2*i])
 		}
-		out[i] = newLease(a, key, token, fence, m.ttl, sent)
+		out[i] = newLease(a, key, token, fence, m.ttl, sent, m.session)
 	}
 	return out, nil
 }
@@ -486,4 +542,30 @@ func (a *Allocator) mallocShared(ctx context.Context, m mallocConfig) (string, b
 		return "", false, fmt.Errorf("%w: shared malloc reply %T", script.ErrReply, v)
 	}
 	return key, true, nil
+}
+
+// unknownOutcome reports whether a failed request may have been applied:
+// it was sent (or may have been) and no reply from Redis says it failed.
+func unknownOutcome(err error) bool {
+	if errors.Is(err, batch.ErrNotSent) {
+		return false
+	}
+	var rerr redis.Error
+	return !errors.As(err, &rerr)
+}
+
+// giveBackToken ends the permanent leases of token, retrying with backoff
+// for a while: the clean-up after a malloc whose reply was lost.
+func (a *Allocator) giveBackToken(ctx context.Context, token string) {
+	for d := 50 * time.Millisecond; d < time.Minute; d *= 2 {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := a.runVia(cctx, a.c, freeTokenScript, nil, token)
+		cancel()
+		if err == nil {
+			return
+		}
+		a.log.Warn("allocator: giving back the leases of a malloc of unknown outcome failed; retrying", "err", err)
+		time.Sleep(d)
+	}
+	a.log.Error("allocator: could not give back the permanent leases of a malloc of unknown outcome", "token", token)
 }

@@ -1,8 +1,8 @@
--- leave.lua: a waiter gives up: its entry leaves the queue, and a hand-off
--- it was given (ARGV[3]: its token) goes to the next waiter or back to the
+-- leave.lua: a waiter gives up: its entry leaves the queue, and a lease it
+-- was given (ARGV[3]: its token) goes to the next waiter or back to the
 -- pool.
 -- KEYS: the pool's keys (pool.lua). ARGV[2]: waiter id.
--- Returns 1 when a hand-off was given back, else 0.
+-- Returns 1 when a lease was given back, else 0.
 local id, token = ARGV[2], ARGV[3]
 redis.call('ZREM', K_WAITQ, id)
 redis.call('HDEL', K_WAITD, id)

@@ -1,52 +1,49 @@
 -- malloc.lua: lease n free resources (exclusive mode), all or none.
--- KEYS: the pool's keys (pool.lua), then KEYS[14]: the binding key or none.
+-- KEYS: the pool's keys (pool.lua), then KEYS[12]: the binding key or none.
 -- ARGV[2]: housekeeping budget (see reclaim)
 -- ARGV[3]: lease TTL in ms (≤ 0: permanent)
 -- ARGV[4]: token of the new leases
 -- ARGV[5]: session id, or "-"
 -- ARGV[6]: n, the number of resources (≥ 1)
--- ARGV[7]: binding TTL in ms (≤ 0: permanent), when KEYS[14] is given
+-- ARGV[7]: binding TTL in ms (≤ 0: permanent), when KEYS[12] is given
 -- Returns {1, deadline ms or -1, fence1, name1, ..., fencen, namen}, {0}
 -- when fewer than n resources are free, {-1} when the session has lapsed.
 -- A binding (n = 1 only) is honoured when its member is free and valid;
--- otherwise the best free member is taken and the name re-bound.
+-- otherwise the best free member is taken and the name re-bound. Waiters
+-- need no look: a member becomes free only when none waits (give_back).
 reclaim(tonumber(ARGV[2]))
-drain()
 local ttl, token, sess, n = tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6])
 if not session_live(sess) then
   return {-1}
 end
 local picked = {}
-local bkey = KEYS[14]
+local bkey = KEYS[12]
 if bkey then
   local b = redis.call('GET', bkey)
   if b then
-    local name, p, s, g = bound(b, true)
+    local name, p, s, g, e, q = bound(b, true)
     if name then
-      picked[1] = {name, p, s, g}
+      pull_free(name, p, s, g, e, q)
+      picked[1] = {name, p, g, e, q}
     end
   end
 end
 if #picked == 0 then
-  if redis.call('ZCARD', K_FREE) < n then
+  if n > 1 and redis.call('ZCARD', K_FREE) < n then
     return {0}
   end
-  -- Take the members off the free set one by one: best_free skips
-  -- expired members, so the set may run short after all.
+  -- best_free skips expired members, so the set may run short after all.
   while #picked < n do
-    local name, p, s, g = best_free()
+    local name, p, s, g, e, q = best_free()
     if not name then
       for _, m in ipairs(picked) do
-        push_free(m[1], m[2], m[4])
+        push_free(m[1], m[2], m[3], m[4], m[5])
       end
       return {0}
     end
-    pull_free(name, p, s, g)
-    picked[#picked + 1] = {name, p, '-', g}
+    pull_free(name, p, s, g, e, q)
+    picked[#picked + 1] = {name, p, g, e, q}
   end
-else
-  local m = picked[1]
-  pull_free(m[1], m[2], m[3], m[4])
 end
 local out = {1, -1}
 for _, m in ipairs(picked) do
@@ -56,6 +53,6 @@ for _, m in ipairs(picked) do
   out[#out + 1] = m[1]
 end
 if bkey then
-  bind(bkey, picked[1][1], picked[1][4], tonumber(ARGV[7]))
+  bind(bkey, picked[1][1], picked[1][3], tonumber(ARGV[7]))
 end
 return out

@@ -1,26 +1,26 @@
 -- malloc_shared.lua: pick a resource in shared mode, rotating through the
 -- pool: the pick moves behind the members of its priority. No lease.
--- KEYS: the pool's keys (pool.lua), then KEYS[14]: the binding key or none.
+-- KEYS: the pool's keys (pool.lua), then KEYS[12]: the binding key or none.
 -- ARGV[2]: housekeeping budget (see reclaim)
--- ARGV[3]: binding TTL in ms (≤ 0: permanent), when KEYS[14] is given
+-- ARGV[3]: binding TTL in ms (≤ 0: permanent), when KEYS[12] is given
 -- Returns the resource, or false when the pool has none to offer.
 reclaim(tonumber(ARGV[2]))
-local name, p, s, g
-local bkey = KEYS[14]
+local name, p, s, g, e, q
+local bkey = KEYS[12]
 if bkey then
   local b = redis.call('GET', bkey)
   if b then
-    name, p, s, g = bound(b, true)
+    name, p, s, g, e, q = bound(b, true)
   end
 end
 if not name then
-  name, p, s, g = best_free()
+  name, p, s, g, e, q = best_free()
   if not name then
     return false
   end
 end
-pull_free(name, p, s, g)
-push_free(name, p, g)
+redis.call('ZREM', K_FREE, s .. name)
+push_free(name, p, g, e, q)
 if bkey then
   bind(bkey, name, g, tonumber(ARGV[3]))
 end

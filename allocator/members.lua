@@ -4,24 +4,24 @@
 -- "len" their number; "has" with ARGV[3] 1 or 0.
 local what = ARGV[2]
 if what == 'has' then
-  if get_item(ARGV[3]) and not expired(ARGV[3]) then
+  local p, _, _, e = get_item(ARGV[3])
+  if p and not expired(e) then
     return 1
   end
   return 0
 end
+-- Expired members not yet removed have a due "E" timer, or one at 0 while
+-- they are leased.
 local gone = {}
-local dead = redis.call('ZRANGEBYSCORE', K_EXP, '-inf', NOW)
-if what == 'len' then
-  local n = redis.call('HLEN', K_ITEMS)
-  for _, name in ipairs(dead) do
-    if redis.call('HEXISTS', K_ITEMS, name) == 1 then
-      n = n - 1
-    end
+local n = 0
+for _, t in ipairs(redis.call('ZRANGEBYSCORE', K_TIMERS, 0, NOW)) do
+  if string.sub(t, 1, 1) == 'E' then
+    gone[string.sub(t, 2)] = true
+    n = n + 1
   end
-  return n
 end
-for _, name in ipairs(dead) do
-  gone[name] = true
+if what == 'len' then
+  return redis.call('HLEN', K_ITEMS) - n
 end
 local out = {}
 for _, name in ipairs(redis.call('HKEYS', K_ITEMS)) do

@@ -296,11 +296,11 @@ func compareState(t *testing.T, a *allocator.Allocator, m *model, fail func(stri
 		if got.Priority != it.prio {
 			fail("priority of %q: %v, model %v", k, got.Priority, it.prio)
 		}
-		if q := m.quar[k]; msOf(got.QuarantinedUntil) != q {
-			fail("quarantine of %q: %d, model %d", k, msOf(got.QuarantinedUntil), q)
+		if msOf(got.QuarantinedUntil) != it.quar {
+			fail("quarantine of %q: %d, model %d", k, msOf(got.QuarantinedUntil), it.quar)
 		}
-		if e, has := m.exp[k]; has && e != 0 && msOf(got.ExpiresAt) != e {
-			fail("expiry of %q: %d, model %d", k, msOf(got.ExpiresAt), e)
+		if msOf(got.ExpiresAt) != it.exp {
+			fail("expiry of %q: %d, model %d", k, msOf(got.ExpiresAt), it.exp)
 		}
 	}
 	if len(s.Leases) != len(m.leases) {

@@ -14,8 +14,6 @@ type model struct {
 	now    int64
 	budget int
 	items  map[string]*mItem
-	exp    map[string]int64 // 0: expired while leased, removed when the lease ends
-	quar   map[string]int64
 	leases map[string]*mLease
 	binds  map[string]mBind
 	seq    int64
@@ -23,9 +21,12 @@ type model struct {
 }
 
 type mItem struct {
-	prio float64
-	seq  int64 // position in the free set; 0 when not free
-	gen  int64
+	prio   float64
+	seq    int64 // position in the free set; 0 when not free
+	gen    int64
+	exp    int64 // membership expiry, 0: none
+	quar   int64 // quarantine end, 0: none
+	marked bool  // expired while leased: its timer no longer fires
 }
 
 type mLease struct {
@@ -42,21 +43,20 @@ type mBind struct {
 
 func newModel(budget int) *model {
 	return &model{
-		budget: budget, items: map[string]*mItem{}, exp: map[string]int64{}, quar: map[string]int64{},
-		leases: map[string]*mLease{}, binds: map[string]mBind{},
+		budget: budget, items: map[string]*mItem{}, leases: map[string]*mLease{}, binds: map[string]mBind{},
 	}
 }
 
 func (m *model) nextSeq() int64 { m.seq++; return m.seq }
 
 func (m *model) expired(name string) bool {
-	e, ok := m.exp[name]
-	return ok && e <= m.now
+	it, ok := m.items[name]
+	return ok && it.exp != 0 && it.exp <= m.now
 }
 
 func (m *model) quarantined(name string) bool {
-	q, ok := m.quar[name]
-	return ok && q > m.now
+	it, ok := m.items[name]
+	return ok && it.quar > m.now
 }
 
 // freeOrder lists the free members in allocation order.
@@ -84,8 +84,6 @@ func (m *model) removeMember(name string) bool {
 		return false
 	}
 	delete(m.items, name)
-	delete(m.exp, name)
-	delete(m.quar, name)
 	return true
 }
 
@@ -115,14 +113,14 @@ func (m *model) settle(name string) {
 	if !ok || it.seq != 0 {
 		return
 	}
-	if _, leased := m.leases[name]; leased || m.quarantined(name) {
+	if _, leased := m.leases[name]; leased {
 		return
 	}
 	if m.expired(name) {
 		m.removeMember(name)
-		return
+	} else if !m.quarantined(name) {
+		m.pushFree(name)
 	}
-	m.pushFree(name)
 }
 
 func (m *model) endLease(name string) bool {
@@ -134,20 +132,34 @@ func (m *model) endLease(name string) bool {
 	return true
 }
 
-// byScore lists the keys of a score map with scores in [lo, hi] (lo
-// exclusive when loOpen), in ZSET order, at most limit.
-func byScore(s map[string]int64, lo int64, loOpen bool, hi int64, hiOpen bool, limit int) []string {
-	var out []string
-	for k, v := range s {
-		if (v > lo || (!loOpen && v == lo)) && (v < hi || (!hiOpen && v == hi)) {
-			out = append(out, k)
+type timer struct {
+	name  string // kind letter and name, as in the timers set
+	score int64
+}
+
+// due lists the timers that are due, in the order of the timers set, at
+// most limit.
+func (m *model) due(limit int) []timer {
+	var out []timer
+	add := func(kind, k string, at int64) {
+		if at > 0 && at <= m.now {
+			out = append(out, timer{kind + k, at})
 		}
 	}
-	slices.SortFunc(out, func(a, b string) int {
-		if c := cmp.Compare(s[a], s[b]); c != 0 {
+	for k, l := range m.leases {
+		add("L", k, l.deadline)
+	}
+	for k, it := range m.items {
+		if !it.marked {
+			add("E", k, it.exp)
+		}
+		add("Q", k, it.quar)
+	}
+	slices.SortFunc(out, func(a, b timer) int {
+		if c := cmp.Compare(a.score, b.score); c != 0 {
 			return c
 		}
-		return cmp.Compare(a, b)
+		return cmp.Compare(a.name, b.name)
 	})
 	if len(out) > limit {
 		out = out[:limit]
@@ -160,33 +172,26 @@ func (m *model) reclaim(budget int) [4]int {
 	if budget <= 0 {
 		return n
 	}
-	deadlines := map[string]int64{}
-	for k, l := range m.leases {
-		if l.deadline >= 0 {
-			deadlines[k] = l.deadline
-		}
-	}
-	for _, k := range byScore(deadlines, -1<<62, false, m.now, true, budget) {
-		m.endLease(k)
-		n[0]++
-	}
-	budget -= n[0]
-	if budget > 0 {
-		for _, k := range byScore(m.exp, 0, true, m.now, false, budget) {
-			if _, leased := m.leases[k]; leased {
-				m.exp[k] = 0
-			} else {
-				m.removeMember(k)
+	for _, t := range m.due(budget) {
+		k := t.name[1:]
+		switch t.name[0] {
+		case 'L':
+			if m.endLease(k) {
+				n[0]++
 			}
-			n[2]++
-		}
-		budget -= n[2]
-	}
-	if budget > 0 {
-		for _, k := range byScore(m.quar, -1<<62, false, m.now, false, budget) {
-			delete(m.quar, k)
-			m.settle(k)
-			n[3]++
+		case 'E':
+			if _, leased := m.leases[k]; leased {
+				m.items[k].marked = true
+				n[2]++
+			} else if m.removeMember(k) {
+				n[2]++
+			}
+		case 'Q':
+			if it, ok := m.items[k]; ok {
+				it.quar = 0
+				m.settle(k)
+				n[3]++
+			}
 		}
 	}
 	return n
@@ -324,20 +329,20 @@ func (m *model) extend(ttl int64, prio float64, assign bool, names []string) (ad
 			}
 		}
 	}
+	exp := int64(0)
+	if ttl > 0 {
+		exp = m.now + ttl
+	}
 	for _, k := range names {
-		if ttl > 0 {
-			m.exp[k] = m.now + ttl
-		} else {
-			delete(m.exp, k)
+		if it, ok := m.items[k]; ok {
+			it.exp, it.marked = exp, false
+			continue
 		}
-		if _, ok := m.items[k]; !ok {
-			delete(m.quar, k)
-			m.items[k] = &mItem{prio: prio, gen: m.nextSeq()}
-			if _, leased := m.leases[k]; !leased {
-				m.pushFree(k)
-			}
-			added++
+		m.items[k] = &mItem{prio: prio, gen: m.nextSeq(), exp: exp}
+		if _, leased := m.leases[k]; !leased {
+			m.pushFree(k)
 		}
+		added++
 	}
 	return added, removed
 }
@@ -354,7 +359,7 @@ func (m *model) shrink(names []string) int {
 
 func (m *model) clear() int {
 	n := len(m.keys())
-	m.items, m.exp, m.quar = map[string]*mItem{}, map[string]int64{}, map[string]int64{}
+	m.items = map[string]*mItem{}
 	return n
 }
 
@@ -366,12 +371,12 @@ func (m *model) quarantine(d int64, names []string) int {
 			continue
 		}
 		if d > 0 {
-			m.quar[k] = m.now + d
-			it.gen = m.nextSeq()
 			it.seq = 0
+			it.gen = m.nextSeq()
+			it.quar = m.now + d
 			n++
-		} else if _, q := m.quar[k]; q {
-			delete(m.quar, k)
+		} else if it.quar != 0 {
+			it.quar = 0
 			m.settle(k)
 			n++
 		}

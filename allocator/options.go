@@ -55,6 +55,7 @@ func newConfig(opts []Option) (config, error) {
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
+	c.budget = min(c.budget, maxBudget)
 	return c, nil
 }
 
@@ -71,7 +72,7 @@ func WithShared() Option { return func(c *config) { c.shared = true } }
 // WithReclaimBudget sets how many expired leases, lapsed sessions, expired
 // members and ended quarantines each malloc reclaims first (default
 // DefaultReclaimBudget), so that a pool never starves because nobody runs
-// GC. 0 leaves all of it to GC. It must be ≥ 0.
+// GC. 0 leaves all of it to GC. It must be ≥ 0; it is capped at 2^30.
 func WithReclaimBudget(n int) Option { return func(c *config) { c.budget = n } }
 
 // WithBatching sets how the allocator batches the commands of concurrent

@@ -4,23 +4,35 @@
 -- that every script moves a resource between free, leased and quarantined
 -- the same way.
 --
--- KEYS[1..13] (internal/keys Pool.Scripts):
---   items, free, exp, quar, leases, holders, seq, fence, sess, sessl, waitq,
---   waitd, granted
+-- KEYS[1..11] (internal/keys Pool.Scripts):
+--   items, free, timers, holders, seq, fence, sessl, waitq, waitd, granted,
+--   perm
 -- ARGV[1]: the time in ms, or "" for the server's clock (tests set it).
 --
--- A member's record in items is "<priority> <free seq> <generation>". The
--- free seq is "-" while the member is not free, else the 12 hex digits
--- that prefix its entry in free: entries sort by score (-priority) and,
--- among equal scores, by that prefix, so the member returned longest ago
--- comes first. The generation changes when the member is created or
--- quarantined; a soft binding remembers it and is honoured only while it
--- matches.
+-- A member's record in items is "<priority> <free seq> <generation>
+-- <expiry> <quarantine end>". The free seq is "-" while the member is not
+-- free, else the 12 hex digits that prefix its entry in free: entries sort
+-- by score (-priority) and, among equal scores, by that prefix, so the
+-- member returned longest ago comes first. The generation changes when the
+-- member is created or quarantined; a soft binding remembers it and is
+-- honoured only while it matches. Expiry and quarantine end are ms, 0 for
+-- none.
+--
+-- A lease's record in holders is "<fence> <token> <session or -> <waiter
+-- or -> <deadline ms, -1 when permanent>". A permanent lease is also listed
+-- in perm as "<token>|<resource>", so that a malloc whose reply was lost
+-- can give it back by token (see free_token.lua).
+--
+-- timers holds every deadline, so that one range query finds all the
+-- housekeeping due: "L<resource>" a lease's deadline, "E<member>" a
+-- membership's expiry, "Q<member>" a quarantine's end, "S<session>" a
+-- session's deadline. A member whose membership expired while it was
+-- leased keeps "E<member>" at score 0 (never due again) until the lease
+-- ends and removes it.
 
-local K_ITEMS, K_FREE, K_EXP, K_QUAR = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local K_LEASES, K_HOLDERS, K_SEQ, K_FENCE = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local K_SESS, K_SESSL, K_WAITQ, K_WAITD = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
-local K_GRANTED = KEYS[13]
+local K_ITEMS, K_FREE, K_TIMERS, K_HOLDERS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_SEQ, K_FENCE, K_SESSL, K_WAITQ = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local K_WAITD, K_GRANTED, K_PERM = KEYS[9], KEYS[10], KEYS[11]
 
 local NOW = tonumber(ARGV[1])
 if not NOW then
@@ -35,57 +47,51 @@ local FENCE_LIFE = 86400000
 -- for this long, until the waiter confirms it (see grant_to).
 local PROVISIONAL = 30000
 
-local function next_seq()
-  return redis.call('INCR', K_SEQ)
+local function ms(n)
+  return string.format('%.0f', n)
 end
 
-local function hex(n)
-  return string.format('%012x', n)
-end
-
--- get_item returns a member's priority, free seq and generation, or nil.
+-- get_item returns a member's priority, free seq, generation, expiry and
+-- quarantine end, or nil.
 local function get_item(name)
   local v = redis.call('HGET', K_ITEMS, name)
   if not v then
     return nil
   end
-  local p, s, g = string.match(v, '^(%S+) (%S+) (%S+)$')
-  return p, s, g
+  local p, s, g, e, q = string.match(v, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
+  return p, s, g, tonumber(e), tonumber(q)
 end
 
-local function put_item(name, p, s, g)
-  redis.call('HSET', K_ITEMS, name, p .. ' ' .. s .. ' ' .. g)
+local function put_item(name, p, s, g, e, q)
+  redis.call('HSET', K_ITEMS, name, p .. ' ' .. s .. ' ' .. g .. ' ' .. ms(e) .. ' ' .. ms(q))
+end
+
+local function expired(e)
+  return e ~= 0 and e <= NOW
+end
+
+local function quarantined(q)
+  return q > NOW
 end
 
 -- push_free appends a member to the free set, behind the members of its
 -- priority.
-local function push_free(name, p, g)
-  local s = hex(next_seq())
-  put_item(name, p, s, g)
+local function push_free(name, p, g, e, q)
+  local s = string.format('%012x', redis.call('INCR', K_SEQ))
+  put_item(name, p, s, g, e, q)
   redis.call('ZADD', K_FREE, -tonumber(p), s .. name)
 end
 
 -- pull_free takes a free member out of the free set.
-local function pull_free(name, p, s, g)
+local function pull_free(name, p, s, g, e, q)
   redis.call('ZREM', K_FREE, s .. name)
-  put_item(name, p, '-', g)
-end
-
-local function quarantined(name)
-  local q = redis.call('ZSCORE', K_QUAR, name)
-  return q and tonumber(q) > NOW
-end
-
--- expired says whether a member's membership has expired.
-local function expired(name)
-  local e = redis.call('ZSCORE', K_EXP, name)
-  return e and tonumber(e) <= NOW
+  put_item(name, p, '-', g, e, q)
 end
 
 -- remove_member deletes a member and everything that describes it; a lease
 -- on it lives on and ends without returning it to the pool.
 local function remove_member(name)
-  local p, s = get_item(name)
+  local p, s, _, e, q = get_item(name)
   if not p then
     return false
   end
@@ -93,8 +99,12 @@ local function remove_member(name)
     redis.call('ZREM', K_FREE, s .. name)
   end
   redis.call('HDEL', K_ITEMS, name)
-  redis.call('ZREM', K_EXP, name)
-  redis.call('ZREM', K_QUAR, name)
+  if e ~= 0 then
+    redis.call('ZREM', K_TIMERS, 'E' .. name)
+  end
+  if q ~= 0 then
+    redis.call('ZREM', K_TIMERS, 'Q' .. name)
+  end
   return true
 end
 
@@ -107,16 +117,30 @@ local function best_free()
       return nil
     end
     local name = string.sub(head[1], 13)
-    if expired(name) then
+    local p, s, g, e, q = get_item(name)
+    if not p then
+      redis.call('ZREM', K_FREE, head[1]) -- an entry without a member: repair
+    elseif expired(e) then
       remove_member(name)
     else
-      local p, s, g = get_item(name)
-      if p then
-        return name, p, s, g
-      end
-      redis.call('ZREM', K_FREE, head[1]) -- an entry without a member: repair
+      return name, p, s, g, e, q
     end
   end
+end
+
+-- holder returns the fence, token, session, waiter and deadline of a
+-- lease, or nil.
+local function holder(name)
+  local h = redis.call('HGET', K_HOLDERS, name)
+  if not h then
+    return nil
+  end
+  local f, t, sess, w, d = string.match(h, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
+  return f, t, sess, w, tonumber(d)
+end
+
+local function put_holder(name, f, t, sess, w, d)
+  redis.call('HSET', K_HOLDERS, name, f .. ' ' .. t .. ' ' .. sess .. ' ' .. w .. ' ' .. ms(d))
 end
 
 -- grant leases name to token: a new fence, a deadline, a holder record and
@@ -129,28 +153,28 @@ local function grant(name, token, ttl, sess, waiter)
   local deadline = -1
   if ttl > 0 then
     deadline = NOW + ttl
-    redis.call('ZADD', K_LEASES, deadline, name)
+    redis.call('ZADD', K_TIMERS, deadline, 'L' .. name)
   else
-    redis.call('ZADD', K_LEASES, '+inf', name)
+    redis.call('ZADD', K_PERM, 0, token .. '|' .. name)
   end
-  redis.call('HSET', K_HOLDERS, name, string.format('%.0f', fence) .. ' ' .. token .. ' ' .. sess .. ' ' .. waiter)
+  put_holder(name, ms(fence), token, sess, waiter, deadline)
   if sess ~= '-' then
     redis.call('ZADD', K_SESSL, 0, sess .. '|' .. name)
   end
   return fence, deadline
 end
 
--- holder returns the fence, token, session and waiter of a lease, or nil.
-local function holder(name)
-  local h = redis.call('HGET', K_HOLDERS, name)
-  if not h then
-    return nil
+-- session_live says whether a lease may be tied to session sid.
+local function session_live(sid)
+  if sid == '-' then
+    return true
   end
-  return string.match(h, '^(%S+) (%S+) (%S+) (%S+)$')
+  local d = redis.call('ZSCORE', K_TIMERS, 'S' .. sid)
+  return d and tonumber(d) > NOW
 end
 
 -- live_head returns the first waiter still waiting and its entry, dropping
--- the entries of waiters that gave up on the way.
+-- on the way the entries of waiters that gave up or whose session is gone.
 local function live_head()
   while true do
     local head = redis.call('ZRANGE', K_WAITQ, 0, 0)
@@ -160,8 +184,8 @@ local function live_head()
     local id = head[1]
     local d = redis.call('HGET', K_WAITD, id)
     if d then
-      local untl = string.match(d, '^(%S+) ')
-      if tonumber(untl) > NOW then
+      local untl, sess = string.match(d, '^(%S+) %S+ %S+ (%S+) ')
+      if tonumber(untl) > NOW and session_live(sess) then
         return id, d
       end
     end
@@ -172,167 +196,178 @@ end
 
 -- grant_to leases name to the waiter id (entry d) and tells it on its
 -- channel; the waiter also finds the grant in granted when the message is
--- lost. A waiter that asked for a permanent lease gets a provisional one and
--- makes it permanent on receipt, so that a waiter that died meanwhile does
--- not keep the resource for ever.
+-- lost. The lease is provisional: it lasts the TTL the waiter asked for but
+-- at most PROVISIONAL, until the waiter confirms it with a renewal (which
+-- also measures its validity from a request of its own), so that a waiter
+-- that died meanwhile does not keep the resource for long.
 local function grant_to(id, d, name)
   local _, ttl, token, sess, ch = string.match(d, '^(%S+) (%S+) (%S+) (%S+) (.*)$')
   ttl = tonumber(ttl)
-  if ttl <= 0 then
+  if ttl <= 0 or ttl > PROVISIONAL then
     ttl = PROVISIONAL
   end
   redis.call('ZREM', K_WAITQ, id)
   redis.call('HDEL', K_WAITD, id)
   local fence, deadline = grant(name, token, ttl, sess, id)
-  local msg = string.format('%.0f', fence) .. ' ' .. string.format('%.0f', deadline) .. ' ' .. name
+  local msg = ms(fence) .. ' ' .. ms(deadline) .. ' ' .. name
   redis.call('HSET', K_GRANTED, id, msg)
   redis.call('PUBLISH', ch, id .. ' ' .. msg)
 end
 
--- give_back makes a member that is neither leased nor quarantined
--- allocatable again: it goes to the first live waiter, or to the free set.
-local function give_back(name, p, g)
+-- give_back makes a member that is not free and neither leased nor
+-- quarantined allocatable again: it goes to the first live waiter, or to
+-- the free set.
+local function give_back(name, p, g, e, q)
   local id, d = live_head()
   if id then
-    put_item(name, p, '-', g)
     grant_to(id, d, name)
   else
-    push_free(name, p, g)
+    push_free(name, p, g, e, q)
   end
 end
 
--- settle returns a member that is not free to the pool when nothing keeps
--- it out any more (no lease, no quarantine, membership not expired).
-local function settle(name)
-  local p, s, g = get_item(name)
+-- settle acts on a member that is not free once no lease holds it
+-- (unleased says the caller just ended it): an expired member is removed,
+-- one that is not quarantined returns to the pool.
+local function settle(name, unleased)
+  local p, s, g, e, q = get_item(name)
   if not p or s ~= '-' then
     return
   end
-  if redis.call('HEXISTS', K_HOLDERS, name) == 1 or quarantined(name) then
+  if not unleased and redis.call('HEXISTS', K_HOLDERS, name) == 1 then
     return
   end
-  if expired(name) then
+  if expired(e) then
     remove_member(name)
-    return
+  elseif not quarantined(q) then
+    give_back(name, p, g, e, q)
   end
-  give_back(name, p, g)
 end
 
--- end_lease ends the lease on name, whoever holds it, and settles name.
-local function end_lease(name)
-  local _, _, sess, waiter = holder(name)
-  if not sess then
-    return false
-  end
+-- end_held ends the lease on name whose record (token, session, waiter,
+-- deadline) the caller read, and settles name.
+local function end_held(name, token, sess, waiter, deadline)
   redis.call('HDEL', K_HOLDERS, name)
-  redis.call('ZREM', K_LEASES, name)
+  if deadline >= 0 then
+    redis.call('ZREM', K_TIMERS, 'L' .. name)
+  else
+    redis.call('ZREM', K_PERM, token .. '|' .. name)
+  end
   if sess ~= '-' then
     redis.call('ZREM', K_SESSL, sess .. '|' .. name)
   end
   if waiter ~= '-' then
     redis.call('HDEL', K_GRANTED, waiter)
   end
-  settle(name)
+  settle(name, true)
+end
+
+-- end_lease ends the lease on name, whoever holds it, and settles name.
+local function end_lease(name)
+  local f, t, sess, waiter, deadline = holder(name)
+  if not f then
+    return false
+  end
+  end_held(name, t, sess, waiter, deadline)
   return true
 end
 
 -- drain hands free members to live waiters while there are both (members
--- that became free without passing through give_back, such as those an
--- operator added while the pool was empty).
+-- that became free while only dead entries were queued, for instance).
 local function drain()
-  while redis.call('ZCARD', K_WAITQ) > 0 do
+  while true do
     local id, d = live_head()
     if not id then
       return
     end
-    local name, p, s, g = best_free()
+    local name, p, s, g, e, q = best_free()
     if not name then
       return
     end
-    pull_free(name, p, s, g)
+    pull_free(name, p, s, g, e, q)
     grant_to(id, d, name)
   end
 end
 
--- reclaim does up to budget units of housekeeping, oldest first: expired
--- leases, the leases of lapsed sessions, expired members and ended
--- quarantines. It returns the four counts.
+-- session_leases ends up to limit leases of session sid and returns how
+-- many it ended and whether none is left.
+local function session_leases(sid, limit)
+  local ls = redis.call('ZRANGEBYLEX', K_SESSL, '[' .. sid .. '|', '(' .. sid .. '}', 'LIMIT', 0, limit)
+  for _, e in ipairs(ls) do
+    end_lease(string.sub(e, #sid + 2))
+  end
+  return #ls, #ls < limit
+end
+
+-- reclaim does up to budget units of the housekeeping that is due, oldest
+-- first: a unit is one timer (an expired lease or membership, an ended
+-- quarantine, a lapsed session) or one lease of a lapsed session. It
+-- returns the counts of expired leases, leases of lapsed sessions, expired
+-- members and ended quarantines.
 local function reclaim(budget)
   local leases, sessions, members, quar = 0, 0, 0, 0
   if budget <= 0 then
     return leases, sessions, members, quar
   end
-  for _, name in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', '(' .. NOW, 'LIMIT', 0, budget)) do
-    end_lease(name)
-    leases = leases + 1
-  end
-  budget = budget - leases
-  if budget > 0 then
-    for _, sid in ipairs(redis.call('ZRANGEBYSCORE', K_SESS, '-inf', '(' .. NOW, 'LIMIT', 0, budget)) do
-      if budget <= 0 then
-        break
-      end
-      local ls = redis.call('ZRANGEBYLEX', K_SESSL, '[' .. sid .. '|', '(' .. sid .. '}', 'LIMIT', 0, budget)
-      for _, e in ipairs(ls) do
-        end_lease(string.sub(e, #sid + 2))
-      end
-      sessions = sessions + #ls
-      budget = budget - #ls
-      if budget > 0 then
-        redis.call('ZREM', K_SESS, sid)
-        budget = budget - 1
-      end
+  local due = redis.call('ZRANGEBYSCORE', K_TIMERS, '(0', NOW, 'LIMIT', 0, budget)
+  local left = budget
+  for _, t in ipairs(due) do
+    if left <= 0 then
+      break
     end
-  end
-  if budget > 0 then
-    -- A leased member whose membership expired is not deleted: its expiry
-    -- becomes 0, which the scan skips, and end_lease removes it. Extend
-    -- can still renew its membership meanwhile.
-    for _, name in ipairs(redis.call('ZRANGEBYSCORE', K_EXP, '(0', NOW, 'LIMIT', 0, budget)) do
-      if redis.call('HEXISTS', K_HOLDERS, name) == 1 then
-        redis.call('ZADD', K_EXP, 0, name)
+    left = left - 1
+    local kind, name = string.sub(t, 1, 1), string.sub(t, 2)
+    if kind == 'L' then
+      if end_lease(name) then
+        leases = leases + 1
       else
-        remove_member(name)
+        redis.call('ZREM', K_TIMERS, t) -- a timer without a lease: repair
       end
-      members = members + 1
-    end
-    budget = budget - members
-  end
-  if budget > 0 then
-    for _, name in ipairs(redis.call('ZRANGEBYSCORE', K_QUAR, '-inf', NOW, 'LIMIT', 0, budget)) do
-      redis.call('ZREM', K_QUAR, name)
-      settle(name)
-      quar = quar + 1
+    elseif kind == 'E' then
+      if redis.call('HEXISTS', K_HOLDERS, name) == 1 then
+        redis.call('ZADD', K_TIMERS, 0, t) -- removed when its lease ends
+        members = members + 1
+      elseif remove_member(name) then
+        members = members + 1
+      else
+        redis.call('ZREM', K_TIMERS, t) -- a timer without a member: repair
+      end
+    elseif kind == 'Q' then
+      redis.call('ZREM', K_TIMERS, t)
+      local p, s, g, e = get_item(name)
+      if p then
+        put_item(name, p, s, g, e, 0)
+        settle(name, false)
+        quar = quar + 1
+      end
+    else
+      local n, all = session_leases(name, left)
+      sessions = sessions + n
+      left = left - n
+      if all then
+        redis.call('ZREM', K_TIMERS, t)
+      end
     end
   end
   return leases, sessions, members, quar
 end
 
--- session_live says whether a lease may be tied to session sid.
-local function session_live(sid)
-  if sid == '-' then
-    return true
-  end
-  local d = redis.call('ZSCORE', K_SESS, sid)
-  return d and tonumber(d) > NOW
-end
-
 -- bound returns the member a binding value names when the binding may be
 -- honoured: unexpired, the member's generation unchanged, the member free
--- (exclusive) and neither expired nor quarantined.
+-- (when want_free) and neither expired nor quarantined.
 local function bound(b, want_free)
-  local e, gen, name = string.match(b, '^(%S+) (%S+) (.*)$')
-  if not e or (e ~= '0' and tonumber(e) <= NOW) then
+  local be, gen, name = string.match(b, '^(%S+) (%S+) (.*)$')
+  if not be or (be ~= '0' and tonumber(be) <= NOW) then
     return nil
   end
-  local p, s, g = get_item(name)
-  if not p or g ~= gen or expired(name) or quarantined(name) then
+  local p, s, g, e, q = get_item(name)
+  if not p or g ~= gen or expired(e) or quarantined(q) then
     return nil
   end
   if want_free and s == '-' then
     return nil
   end
-  return name, p, s, g
+  return name, p, s, g, e, q
 end
 
 -- bind writes a soft binding to name (generation g) for ttl ms (≤ 0: no
@@ -340,7 +375,7 @@ end
 -- that the expiry follows the script clock.
 local function bind(key, name, g, ttl)
   if ttl > 0 then
-    redis.call('SET', key, string.format('%.0f', NOW + ttl) .. ' ' .. g .. ' ' .. name, 'PX', ttl + 60000)
+    redis.call('SET', key, ms(NOW + ttl) .. ' ' .. g .. ' ' .. name, 'PX', ttl + 60000)
   else
     redis.call('SET', key, '0 ' .. g .. ' ' .. name)
   end

@@ -6,9 +6,9 @@ local prio = ARGV[2]
 local n = 0
 for i = 3, #ARGV do
   local name = ARGV[i]
-  local p, s, g = get_item(name)
+  local p, s, g, e, q = get_item(name)
   if p then
-    put_item(name, prio, s, g)
+    put_item(name, prio, s, g, e, q)
     if s ~= '-' then
       redis.call('ZADD', K_FREE, -tonumber(prio), s .. name)
     end

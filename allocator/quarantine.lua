@@ -11,18 +11,19 @@ local d = tonumber(ARGV[2])
 local n = 0
 for i = 3, #ARGV do
   local name = ARGV[i]
-  local p, s, g = get_item(name)
+  local p, s, g, e, q = get_item(name)
   if p then
     if d > 0 then
-      redis.call('ZADD', K_QUAR, NOW + d, name)
-      g = tostring(next_seq())
       if s ~= '-' then
         redis.call('ZREM', K_FREE, s .. name)
       end
-      put_item(name, p, '-', g)
+      put_item(name, p, '-', tostring(redis.call('INCR', K_SEQ)), e, NOW + d)
+      redis.call('ZADD', K_TIMERS, NOW + d, 'Q' .. name)
       n = n + 1
-    elseif redis.call('ZREM', K_QUAR, name) == 1 then
-      settle(name)
+    elseif q ~= 0 then
+      redis.call('ZREM', K_TIMERS, 'Q' .. name)
+      put_item(name, p, s, g, e, 0)
+      settle(name, false)
       n = n + 1
     end
   end

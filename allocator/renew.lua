@@ -3,21 +3,27 @@
 -- ARGV[2]: resource, ARGV[3]: the lease's token, ARGV[4]: TTL in ms (≤ 0:
 -- permanent)
 -- Returns the new deadline (ms, -1: permanent), or false when the token
--- does not hold the resource or the lease expired (it is reclaimed then, so
--- an expired lease never comes back).
-local name, token, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4])
-local _, t = holder(name)
-if t ~= token then
+-- does not hold the resource, the lease expired or its session lapsed (the
+-- lease is reclaimed then, so it never comes back).
+local name, ttl = ARGV[2], tonumber(ARGV[4])
+local f, t, sess, waiter, d = holder(name)
+if t ~= ARGV[3] then
   return false
 end
-local d = tonumber(redis.call('ZSCORE', K_LEASES, name))
-if d and d <= NOW then
-  end_lease(name)
+if (d >= 0 and d <= NOW) or not session_live(sess) then
+  end_held(name, t, sess, waiter, d)
   return false
 end
+local nd = -1
 if ttl > 0 then
-  redis.call('ZADD', K_LEASES, NOW + ttl, name)
-  return NOW + ttl
+  nd = NOW + ttl
+  redis.call('ZADD', K_TIMERS, nd, 'L' .. name)
+  if d < 0 then
+    redis.call('ZREM', K_PERM, t .. '|' .. name)
+  end
+elseif d >= 0 then
+  redis.call('ZREM', K_TIMERS, 'L' .. name)
+  redis.call('ZADD', K_PERM, 0, t .. '|' .. name)
 end
-redis.call('ZADD', K_LEASES, '+inf', name)
-return -1
+put_holder(name, f, t, sess, waiter, nd)
+return nd

@@ -41,6 +41,8 @@ var (
 	leaveLua string
 	//go:embed session.lua
 	sessionLua string
+	//go:embed free_token.lua
+	freeTokenLua string
 )
 
 // poolScript joins an operation to the fence and pool preludes, so that
@@ -67,4 +69,5 @@ var (
 	waitScript         = poolScript("wait.lua", waitLua)
 	leaveScript        = poolScript("leave.lua", leaveLua)
 	sessionScript      = poolScript("session.lua", sessionLua)
+	freeTokenScript    = poolScript("free_token.lua", freeTokenLua)
 )

@@ -12,7 +12,9 @@ import (
 // because it died) all of them are reclaimed together, by the next malloc
 // or GC, instead of one by one as their TTLs run out. A Session renews
 // itself every third of its TTL until Close or Orphan; Done is closed when
-// it is lost. This is etcd's session idea on Redis.
+// it is lost, at the latest when no heartbeat was confirmed within its TTL
+// less a tenth, even while a heartbeat is still on its way. A lease of the
+// session is lost with it (Lease.Lost).
 //
 // A Session is safe for concurrent use.
 type Session struct {
@@ -25,6 +27,7 @@ type Session struct {
 	done    chan struct{}
 	over    bool
 	err     error
+	timer   *time.Timer // fires at validTo
 	cancel  context.CancelFunc
 	exited  chan struct{}
 }
@@ -35,12 +38,18 @@ func (a *Allocator) NewSession(ctx context.Context, ttl time.Duration) (*Session
 	if ttl < time.Millisecond {
 		return nil, fmt.Errorf("%w: session TTL %v", ErrInvalidArgument, ttl)
 	}
+	if a.isClosed() {
+		return nil, ErrClosed
+	}
 	s := &Session{a: a, id: randomID(12), ttl: ttl.Truncate(time.Millisecond), done: make(chan struct{})}
 	sent := time.Now()
 	if _, err := a.runInt(ctx, sessionScript, nil, "open", s.id, millis(s.ttl)); err != nil {
 		return nil, err
 	}
+	s.mu.Lock()
 	s.validTo = validity(sent, s.ttl)
+	s.timer = time.AfterFunc(time.Until(s.validTo), s.expire)
+	s.mu.Unlock()
 	hctx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.exited = cancel, make(chan struct{})
 	go s.heartbeat(hctx)
@@ -50,8 +59,7 @@ func (a *Allocator) NewSession(ctx context.Context, ttl time.Duration) (*Session
 // ID returns the session's id.
 func (s *Session) ID() string { return s.id }
 
-// Done returns a channel closed when the session is lost (a heartbeat found
-// it lapsed, or none was confirmed within its TTL less a tenth) or closed.
+// Done returns a channel closed when the session is lost or closed.
 func (s *Session) Done() <-chan struct{} { return s.done }
 
 // Err returns nil while the session lives, else an error wrapping
@@ -59,16 +67,47 @@ func (s *Session) Done() <-chan struct{} { return s.done }
 func (s *Session) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.checkLocked()
 	return s.err
+}
+
+// ValidUntil returns the local time until which the session surely lives,
+// unless a heartbeat extends it.
+func (s *Session) ValidUntil() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.validTo
+}
+
+func (s *Session) checkLocked() {
+	if !s.over && !time.Now().Before(s.validTo) {
+		s.endLocked(fmt.Errorf("%w: session %s: no heartbeat confirmed within its TTL less a tenth", ErrSessionLost, s.id))
+	}
+}
+
+func (s *Session) expire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checkLocked()
+	if !s.over {
+		s.timer.Reset(time.Until(s.validTo)) // a heartbeat extended it meanwhile
+	}
+}
+
+func (s *Session) endLocked(err error) {
+	if !s.over {
+		s.over, s.err = true, err
+		if s.timer != nil {
+			s.timer.Stop()
+		}
+		close(s.done)
+	}
 }
 
 func (s *Session) end(err error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.over {
-		s.over, s.err = true, err
-		close(s.done)
-	}
+	s.endLocked(err)
+	s.mu.Unlock()
 }
 
 func (s *Session) heartbeat(ctx context.Context) {
@@ -77,26 +116,15 @@ func (s *Session) heartbeat(ctx context.Context) {
 	t := time.NewTimer(every)
 	defer t.Stop()
 	for {
-		s.mu.Lock()
-		left := time.Until(s.validTo)
-		s.mu.Unlock()
-		expiry := time.NewTimer(left)
 		select {
 		case <-ctx.Done():
-			expiry.Stop()
 			return
-		case <-expiry.C:
-			s.end(fmt.Errorf("%w: session %s: no heartbeat confirmed within its TTL less a tenth", ErrSessionLost, s.id))
+		case <-s.done:
 			return
 		case <-t.C:
 		}
-		expiry.Stop()
 		sent := time.Now()
-		s.mu.Lock()
-		rctx, cancel := context.WithDeadline(ctx, s.validTo)
-		s.mu.Unlock()
-		n, err := s.a.runInt(rctx, sessionScript, nil, "renew", s.id, millis(s.ttl))
-		cancel()
+		n, err := s.a.runInt(ctx, sessionScript, nil, "renew", s.id, millis(s.ttl))
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -108,7 +136,10 @@ func (s *Session) heartbeat(ctx context.Context) {
 			return
 		default:
 			s.mu.Lock()
-			s.validTo = validity(sent, s.ttl)
+			if !s.over {
+				s.validTo = validity(sent, s.ttl)
+				s.timer.Reset(time.Until(s.validTo))
+			}
 			s.mu.Unlock()
 			t.Reset(every)
 		}
@@ -123,8 +154,7 @@ func (s *Session) Orphan() {
 }
 
 // Close ends the session and every lease in it, and returns how many
-// leases ended. Leases of the session then report ErrNotHeld at their next
-// renewal.
+// leases ended. Leases of the session are lost at once.
 func (s *Session) Close(ctx context.Context) (int, error) {
 	s.Orphan()
 	n, err := s.a.runInt(ctx, sessionScript, nil, "close", s.id)

@@ -101,7 +101,7 @@ func TestSessionLossSignalled(t *testing.T) {
 			t.Fatal("session not listed")
 		}
 		// Make it lapse behind its back, as an operator's clean-up would.
-		ok(t, tg.client(t).ZRem(ctx, "{"+a.Prefix()+"|allocator}|sess", s.ID()).Err())
+		ok(t, tg.client(t).ZRem(ctx, "{"+a.Prefix()+"|allocator}|timers", "S"+s.ID()).Err())
 		select {
 		case <-s.Done():
 			if !errors.Is(s.Err(), allocator.ErrSessionLost) {

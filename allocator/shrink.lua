@@ -3,17 +3,33 @@
 -- resource does not return to the pool then.
 -- KEYS: the pool's keys (pool.lua). ARGV[2]: "all" or "some", ARGV[3..]:
 -- resources. Returns the number of members removed (with "all", those
--- that Len counted).
+-- that Len counted: not the ones whose membership had expired).
 if ARGV[2] == 'all' then
-  -- Count the members as Len does: those whose membership has expired
-  -- (still recorded while leased) are not counted.
-  local n = redis.call('HLEN', K_ITEMS)
-  for _, name in ipairs(redis.call('ZRANGEBYSCORE', K_EXP, '-inf', NOW)) do
-    if redis.call('HEXISTS', K_ITEMS, name) == 1 then
-      n = n - 1
+  local n = 0
+  local timers = {}
+  local all = redis.call('HGETALL', K_ITEMS)
+  for i = 1, #all, 2 do
+    local name = all[i]
+    local e, q = string.match(all[i + 1], '^%S+ %S+ %S+ (%S+) (%S+)$')
+    e, q = tonumber(e), tonumber(q)
+    if not expired(e) then
+      n = n + 1
+    end
+    if e ~= 0 then
+      timers[#timers + 1] = 'E' .. name
+    end
+    if q ~= 0 then
+      timers[#timers + 1] = 'Q' .. name
+    end
+    if #timers >= 1000 then
+      redis.call('ZREM', K_TIMERS, unpack(timers))
+      timers = {}
     end
   end
-  redis.call('DEL', K_ITEMS, K_FREE, K_EXP, K_QUAR)
+  if #timers > 0 then
+    redis.call('ZREM', K_TIMERS, unpack(timers))
+  end
+  redis.call('DEL', K_ITEMS, K_FREE)
   return n
 end
 local n = 0

@@ -59,7 +59,7 @@ type snapshotRaw struct {
 	seq      map[string]string // member → free seq or "-"
 	freeSeq  map[string]string // free entry's member → seq
 	freeDup  []string
-	holders  map[string]bool
+	timers   map[string]float64 // timer entry → score
 	badItems []string
 }
 
@@ -70,11 +70,11 @@ func (a *Allocator) Snapshot(ctx context.Context) (*Snapshot, error) {
 		return nil, err
 	}
 	r, ok := v.([]any)
-	if !ok || len(r) != 9 {
+	if !ok || len(r) != 6 {
 		return nil, fmt.Errorf("%w: snapshot reply", script.ErrReply)
 	}
-	lists := make([][]string, 9)
-	for i := 1; i < 9; i++ {
+	lists := make([][]string, 6)
+	for i := 1; i < 6; i++ {
 		if lists[i], err = script.Strings(r[i]); err != nil {
 			return nil, err
 		}
@@ -85,17 +85,17 @@ func (a *Allocator) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	s := &Snapshot{
 		Now: time.UnixMilli(now), Members: map[string]Member{}, Leases: map[string]LeaseInfo{},
-		Sessions: map[string]time.Time{}, Waiters: lists[7],
-		raw: snapshotRaw{seq: map[string]string{}, freeSeq: map[string]string{}, holders: map[string]bool{}},
+		Sessions: map[string]time.Time{}, Waiters: lists[5],
+		raw: snapshotRaw{seq: map[string]string{}, freeSeq: map[string]string{}, timers: map[string]float64{}},
 	}
 	for i := 0; i+1 < len(lists[1]); i += 2 {
 		k, rec := lists[1][i], strings.Fields(lists[1][i+1])
-		if len(rec) != 3 {
+		if len(rec) != 5 {
 			s.raw.badItems = append(s.raw.badItems, k)
 			continue
 		}
 		p, _ := strconv.ParseFloat(rec[0], 64)
-		s.Members[k] = Member{Key: k, Priority: p}
+		s.Members[k] = Member{Key: k, Priority: p, ExpiresAt: parseMillis(rec[3]), QuarantinedUntil: parseMillis(rec[4])}
 		s.raw.seq[k] = rec[1]
 	}
 	for _, e := range lists[2] {
@@ -115,20 +115,12 @@ func (a *Allocator) Snapshot(ctx context.Context) (*Snapshot, error) {
 		}
 	}
 	for i := 0; i+1 < len(lists[3]); i += 2 {
-		k := lists[3][i]
-		li := LeaseInfo{Key: k}
-		if d := parseMillis(lists[3][i+1]); !d.IsZero() {
-			li.Expires = d
-		}
-		s.Leases[k] = li
-	}
-	for i := 0; i+1 < len(lists[4]); i += 2 {
-		k, rec := lists[4][i], strings.Fields(lists[4][i+1])
-		s.raw.holders[k] = true
-		li, ok := s.Leases[k]
-		if !ok || len(rec) != 4 {
+		k, rec := lists[3][i], strings.Fields(lists[3][i+1])
+		if len(rec) != 5 {
+			s.raw.badItems = append(s.raw.badItems, "holder "+strconv.Quote(k))
 			continue
 		}
+		li := LeaseInfo{Key: k, Expires: parseMillis(rec[4])}
 		li.Fence, _ = strconv.ParseInt(rec[0], 10, 64)
 		if rec[2] != "-" {
 			li.Session = rec[2]
@@ -138,28 +130,22 @@ func (a *Allocator) Snapshot(ctx context.Context) (*Snapshot, error) {
 		}
 		s.Leases[k] = li
 	}
-	for i := 0; i+1 < len(lists[5]); i += 2 {
-		if m, ok := s.Members[lists[5][i]]; ok {
-			m.QuarantinedUntil = parseMillis(lists[5][i+1])
-			s.Members[lists[5][i]] = m
+	for i := 0; i+1 < len(lists[4]); i += 2 {
+		t := lists[4][i]
+		f, _ := strconv.ParseFloat(lists[4][i+1], 64)
+		s.raw.timers[t] = f
+		if strings.HasPrefix(t, "S") {
+			s.Sessions[t[1:]] = time.UnixMilli(int64(f))
 		}
-	}
-	for i := 0; i+1 < len(lists[6]); i += 2 {
-		if m, ok := s.Members[lists[6][i]]; ok {
-			m.ExpiresAt = parseMillis(lists[6][i+1])
-			s.Members[lists[6][i]] = m
-		}
-	}
-	for i := 0; i+1 < len(lists[8]); i += 2 {
-		s.Sessions[lists[8][i]] = parseMillis(lists[8][i+1])
 	}
 	return s, nil
 }
 
-// parseMillis reads a score in ms; +inf is the zero time.
+// parseMillis reads a time in ms; 0, a negative value and +inf are the
+// zero time (none).
 func parseMillis(v string) time.Time {
 	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || math.IsInf(f, 0) {
+	if err != nil || math.IsInf(f, 0) || f <= 0 {
 		return time.Time{}
 	}
 	return time.UnixMilli(int64(f))
@@ -169,10 +155,11 @@ func parseMillis(v string) time.Time {
 // describes each violation; it returns nil for a consistent pool.
 //
 // Every free entry belongs to a member whose record points at it; a free
-// member is neither leased nor quarantined; every lease has a holder
-// record and every holder a lease; a member that is not free is leased,
-// quarantined or due for housekeeping (its membership, lease or
-// quarantine ended and the next malloc or GC reclaims it).
+// member is neither leased nor quarantined; every deadline (lease,
+// membership, quarantine) has a timer that matches and every timer its
+// object; a member that is not free is leased, quarantined or due for
+// housekeeping (its membership, lease, quarantine or session ended and the
+// next malloc or GC reclaims it).
 func (s *Snapshot) Problems() []string {
 	var out []string
 	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
@@ -197,14 +184,48 @@ func (s *Snapshot) Problems() []string {
 			add("%q is both free and quarantined", k)
 		}
 	}
-	for k := range s.Leases {
-		if !s.raw.holders[k] {
-			add("lease on %q has no holder record", k)
+	for k, l := range s.Leases {
+		score, timed := s.raw.timers["L"+k]
+		switch {
+		case l.Expires.IsZero() && timed:
+			add("permanent lease on %q has a timer", k)
+		case !l.Expires.IsZero() && (!timed || int64(score) != l.Expires.UnixMilli()):
+			add("lease on %q expires at %d, its timer says %v (present %v)", k, l.Expires.UnixMilli(), score, timed)
 		}
 	}
-	for k := range s.raw.holders {
-		if _, ok := s.Leases[k]; !ok {
-			add("holder record of %q has no lease", k)
+	for t, score := range s.raw.timers {
+		k := t[1:]
+		switch t[0] {
+		case 'L':
+			if _, ok := s.Leases[k]; !ok {
+				add("timer %q has no lease", t)
+			}
+		case 'E':
+			m, ok := s.Members[k]
+			_, leased := s.Leases[k]
+			switch {
+			case !ok:
+				add("timer %q has no member", t)
+			case score == 0 && !leased:
+				add("member %q expired while leased, but has no lease", k)
+			case score != 0 && int64(score) != m.ExpiresAt.UnixMilli():
+				add("timer %q at %v, the member expires at %d", t, score, m.ExpiresAt.UnixMilli())
+			}
+		case 'Q':
+			if m, ok := s.Members[k]; !ok || int64(score) != m.QuarantinedUntil.UnixMilli() {
+				add("timer %q at %v does not match its member", t, score)
+			}
+		case 'S':
+		default:
+			add("unknown timer %q", t)
+		}
+	}
+	for k, m := range s.Members {
+		if _, ok := s.raw.timers["E"+k]; !m.ExpiresAt.IsZero() && !ok {
+			add("member %q expires but has no timer", k)
+		}
+		if _, ok := s.raw.timers["Q"+k]; !m.QuarantinedUntil.IsZero() && !ok {
+			add("member %q is quarantined but has no timer", k)
 		}
 	}
 	for k, m := range s.Members {
@@ -217,7 +238,7 @@ func (s *Snapshot) Problems() []string {
 		l, leased := s.Leases[k]
 		due := (!m.ExpiresAt.IsZero() && !m.ExpiresAt.After(s.Now)) ||
 			(!m.QuarantinedUntil.IsZero() && !m.QuarantinedUntil.After(s.Now)) ||
-			(leased && !l.Expires.IsZero() && l.Expires.Before(s.Now)) ||
+			(leased && !l.Expires.IsZero() && !l.Expires.After(s.Now)) ||
 			(leased && l.Session != "" && !s.Sessions[l.Session].After(s.Now))
 		if !leased && !m.QuarantinedUntil.After(s.Now) && !due {
 			add("%q is neither free, leased nor quarantined", k)

@@ -46,7 +46,7 @@ func (a *Allocator) MallocWait(ctx context.Context, opts ...MallocOption) (*Leas
 		return nil, err
 	}
 	a.beforeMalloc(ctx)
-	w := &waiter{a: a, id: randomID(12), token: randomID(16), sess: sess, ttl: m.ttl}
+	w := &waiter{a: a, id: randomID(12), token: randomID(16), sess: sess, session: m.session, ttl: m.ttl}
 	ch := a.wait.register(w.id)
 	defer a.wait.unregister(w.id)
 	for {
@@ -59,11 +59,12 @@ func (a *Allocator) MallocWait(ctx context.Context, opts ...MallocOption) (*Leas
 
 // waiter is one MallocWait call.
 type waiter struct {
-	a     *Allocator
-	id    string
-	token string
-	sess  string
-	ttl   time.Duration
+	a       *Allocator
+	id      string
+	token   string
+	sess    string   // session id or "-"
+	session *Session // or nil
+	ttl     time.Duration
 }
 
 // grantMsg is a hand-off announced on the wake channel.
@@ -107,19 +108,22 @@ func (w *waiter) turnAndWait(ctx context.Context, ch <-chan grantMsg) (*Lease, e
 	case -1:
 		return nil, fmt.Errorf("%w: session %s", ErrSessionLost, w.sess)
 	case 1:
-		ns, err := script.Ints(r[:3], 3)
+		if len(r) != 4 {
+			return nil, fmt.Errorf("%w: wait reply of %d values", script.ErrReply, len(r))
+		}
+		ns, err := script.Ints([]any{r[1], r[3]}, 2)
 		if err != nil {
 			return nil, err
 		}
-		key, ok := r[3].(string)
+		key, ok := r[2].(string)
 		if !ok {
-			return nil, fmt.Errorf("%w: wait key %T", script.ErrReply, r[3])
+			return nil, fmt.Errorf("%w: wait key %T", script.ErrReply, r[2])
 		}
-		left := time.Duration(ns[1]) * time.Millisecond
-		if ns[1] < 0 {
-			left = 0
+		if ns[1] == 0 {
+			// Taken in this turn, with the TTL asked for.
+			return newLease(w.a, key, w.token, ns[0], w.ttl, sent, w.session), nil
 		}
-		return w.lease(ctx, key, ns[2], left, sent)
+		return w.confirm(ctx, key, ns[0])
 	}
 	t := time.NewTimer(h.entryTTL / 3)
 	defer t.Stop()
@@ -137,42 +141,30 @@ func (w *waiter) turnAndWait(ctx context.Context, ch <-chan grantMsg) (*Lease, e
 	}
 }
 
-// handOff turns an announced hand-off into a lease: it has the TTL the
-// waiter asked for, or is provisional for a permanent one.
+// handOff turns an announced hand-off into a lease.
 func (w *waiter) handOff(ctx context.Context, g grantMsg) (*Lease, error) {
-	left := w.ttl
-	if left <= 0 {
-		left = provisional
-	}
-	return w.lease(ctx, g.key, g.fence, left, g.at)
+	return w.confirm(ctx, g.key, g.fence)
 }
 
-// provisional is how long a hand-off to a waiter that asked for a
-// permanent lease lasts until the waiter confirms it (pool.lua).
-const provisional = 30 * time.Second
-
-// lease builds the Lease of a grant that has left ms to run from at (0: no
-// expiry), making a provisional grant permanent when the waiter asked for
-// that.
-func (w *waiter) lease(ctx context.Context, key string, fence int64, left time.Duration, at time.Time) (*Lease, error) {
-	l := newLease(w.a, key, w.token, fence, left, at)
-	if w.ttl > 0 || left == 0 {
-		l.ttl = max(w.ttl, 0)
-		return l, nil
-	}
-	// Confirm the provisional grant, even if ctx ended meanwhile: the
-	// resource is ours until the confirmation says otherwise.
+// confirm renews a hand-off (provisional, see grant_to) to the TTL the
+// waiter asked for, which also measures its validity from a request of the
+// waiter's own rather than from a message of unknown delay. It returns
+// (nil, nil) when the hand-off ended meanwhile: the waiter waits again.
+func (w *waiter) confirm(ctx context.Context, key string, fence int64) (*Lease, error) {
+	l := newLease(w.a, key, w.token, fence, 0, time.Time{}, w.session)
+	// Confirm even if ctx ended meanwhile: the resource is ours until the
+	// confirmation says otherwise, and must not stay provisional.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	err := l.Renew(cctx, 0)
-	if err == nil {
+	err := l.Renew(cctx, w.ttl)
+	switch {
+	case err == nil:
 		return l, nil
+	case errors.Is(err, ErrNotHeld):
+		return nil, nil
 	}
-	if errors.Is(err, ErrNotHeld) {
-		return nil, nil // reclaimed meanwhile: wait again
-	}
-	// Unknown outcome: give the provisional lease back rather than keep a
-	// lease whose permanence is unknown.
+	// Unknown outcome: give the hand-off back rather than keep a lease
+	// whose TTL is unknown.
 	if ferr := l.Free(cctx); ferr != nil && !errors.Is(ferr, ErrNotHeld) {
 		w.a.log.Warn("allocator: giving back an unconfirmed hand-off failed; it expires by itself", "key", key, "err", ferr)
 	}

@@ -5,40 +5,46 @@
 -- ARGV[4]: token, ARGV[5]: session or "-", ARGV[6]: waiter id,
 -- ARGV[7]: how long (ms) the entry stays valid unless the next turn renews
 -- it, ARGV[8]: the channel of the waiter's process
--- Returns {1, ms left (-1: permanent), fence, resource} when the waiter
--- holds a lease (a hand-off to a waiter that asked for a permanent lease is
--- provisional, see grant_to), {0} when it waits, {-1} when the session
--- lapsed (the waiter leaves the queue then).
+-- Returns {1, fence, resource, handed} when the waiter holds a lease:
+-- handed is 1 for a hand-off (provisional until the waiter renews it, see
+-- grant_to), 0 for a lease taken in this turn with the TTL asked for. {0}
+-- when it waits, {-1} when the session lapsed (the waiter leaves the queue
+-- and any hand-off goes back).
+-- A lease taken in this turn is recorded in granted like a hand-off, so that
+-- a turn whose reply was lost is found by the next turn or by leave.lua.
 reclaim(tonumber(ARGV[2]))
 drain()
 local ttl, token, sess, id = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
+local live = session_live(sess)
 local g = redis.call('HGET', K_GRANTED, id)
 if g then
-  redis.call('HDEL', K_GRANTED, id)
-  local fence, deadline, name = string.match(g, '^(%S+) (%S+) (.*)$')
+  local fence, _, name = string.match(g, '^(%S+) (%S+) (.*)$')
   local f, t = holder(name)
   if t == token and f == fence then
-    return {1, tonumber(deadline) - NOW, tonumber(fence), name}
+    if live then
+      return {1, tonumber(fence), name, 1}
+    end
+    end_lease(name)
+  else
+    redis.call('HDEL', K_GRANTED, id)
   end
 end
-if not session_live(sess) then
+if not live then
   redis.call('ZREM', K_WAITQ, id)
   redis.call('HDEL', K_WAITD, id)
   return {-1}
 end
 if not redis.call('ZSCORE', K_WAITQ, id) then
   if not live_head() then
-    local name, p, s, gen = best_free()
+    local name, p, s, gen, e, q = best_free()
     if name then
-      pull_free(name, p, s, gen)
-      local fence = grant(name, token, ttl, sess, '-')
-      if ttl <= 0 then
-        ttl = -1
-      end
-      return {1, ttl, fence, name}
+      pull_free(name, p, s, gen, e, q)
+      local fence, deadline = grant(name, token, ttl, sess, id)
+      redis.call('HSET', K_GRANTED, id, ms(fence) .. ' ' .. ms(deadline) .. ' ' .. name)
+      return {1, fence, name, 0}
     end
   end
-  redis.call('ZADD', K_WAITQ, next_seq(), id)
+  redis.call('ZADD', K_WAITQ, redis.call('INCR', K_SEQ), id)
 end
-redis.call('HSET', K_WAITD, id, string.format('%.0f', NOW + tonumber(ARGV[7])) .. ' ' .. ttl .. ' ' .. token .. ' ' .. sess .. ' ' .. ARGV[8])
+redis.call('HSET', K_WAITD, id, ms(NOW + tonumber(ARGV[7])) .. ' ' .. ttl .. ' ' .. token .. ' ' .. sess .. ' ' .. ARGV[8])
 return {0}

@@ -56,7 +56,7 @@ func measureMemory(ctx context.Context, e *allocEnv) (MemResult, error) {
 	}
 	res.BytesPerMember = float64(res.UsedAfter-res.UsedBefore) / float64(cfg.MemMembers)
 	p := keys.NewPool(prefix, allocator.DefaultSuffix)
-	for _, part := range []string{"items", "free", "exp", "quar", "leases", "holders", "seq", "fence"} {
+	for _, part := range []string{"items", "free", "timers", "holders", "seq", "fence"} {
 		n, err := e.client.MemoryUsage(ctx, p.Part(part), 0).Result()
 		if errors.Is(err, redis.Nil) {
 			continue // the key does not exist

@@ -51,7 +51,7 @@ func (d *demo) resetPool(ctx context.Context) (bool, error) {
 			del = append(del, k)
 		}
 	}
-	n, err := d.cn.client.Exists(ctx, pk.Part("items"), pk.Part("leases"), pk.Part("waitq")).Result()
+	n, err := d.cn.client.Exists(ctx, pk.Part("items"), pk.Part("timers"), pk.Part("waitq")).Result()
 	if err != nil {
 		return false, err
 	}

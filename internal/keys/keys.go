@@ -25,19 +25,18 @@
 //
 // Allocator (every key shares the tag T = {<prefix>|<suffix>}, see Pool):
 //
-//	T|items       [HASH]   member → "<priority> <free seq or -> <generation>"
+//	T|items       [HASH]   member → "<priority> <free seq or -> <generation> <expiry ms> <quarantine end ms>"
 //	T|free        [ZSET]   "<free seq, 12 hex digits><member>" scored by -priority
-//	T|exp         [ZSET]   member → membership expiry (ms), for members with a TTL
-//	T|quar        [ZSET]   member → end of its quarantine (ms)
-//	T|leases      [ZSET]   leased resource → lease deadline (ms, +inf: permanent)
-//	T|holders     [HASH]   leased resource → "<fence> <token> <session> <waiter>"
+//	T|timers      [ZSET]   every deadline: "L<resource>" lease, "E<member>" membership,
+//	                       "Q<member>" quarantine, "S<session>" session (ms)
+//	T|holders     [HASH]   leased resource → "<fence> <token> <session> <waiter> <deadline ms or -1>"
 //	T|seq         [STRING] counter of free sequence numbers and generations
 //	T|fence       [STRING] fencing counter of the pool's leases
-//	T|sess        [ZSET]   session id → deadline (ms)
 //	T|sessl       [ZSET]   "<session id>|<resource>" of each lease in a session (score 0)
 //	T|waitq       [ZSET]   waiter id → arrival (a seq), the MallocWait queue
 //	T|waitd       [HASH]   waiter id → "<until ms> <ttl ms> <token> <session> <channel>"
-//	T|granted     [HASH]   waiter id → "<fence> <deadline> <resource>" of a hand-off
+//	T|granted     [HASH]   waiter id → "<fence> <deadline> <resource>" of its lease
+//	T|perm        [ZSET]   "<token>|<resource>" of each permanent lease (score 0)
 //	T|bind|<name> [STRING] soft binding: "<expiry ms or 0> <generation> <resource>"
 //	T|wake|<id>   [channel] hand-offs to the waiters of one Allocator value
 //	<prefix>|<suffix>-refresh:update  [STRING] the pool refresher's lock (a
@@ -258,10 +257,10 @@ func NewPool(prefix, suffix string) Pool { return Pool{tag: Tag(prefix, suffix)}
 func (p Pool) Tag() string { return p.tag }
 
 // poolParts lists the fixed keys of a pool, in the order of Scripts.
-var poolParts = []string{"items", "free", "exp", "quar", "leases", "holders", "seq", "fence", "sess", "sessl", "waitq", "waitd", "granted"}
+var poolParts = []string{"items", "free", "timers", "holders", "seq", "fence", "sessl", "waitq", "waitd", "granted", "perm"}
 
 // PoolKeyCount is the number of keys Scripts returns.
-const PoolKeyCount = 13
+const PoolKeyCount = 11
 
 // Scripts returns the fixed keys every allocator script takes, KEYS[1] to
 // KEYS[PoolKeyCount], in the order of the layout above, followed by extra

@@ -1,0 +1,17 @@
+-- free_token.lua: give back the permanent leases of a token, after a malloc
+-- whose reply was lost (the caller never learnt which resources it got).
+-- KEYS: the pool's keys (pool.lua). ARGV[2]: the token.
+-- Returns the number of leases ended.
+local token = ARGV[2]
+local n = 0
+for _, e in ipairs(redis.call('ZRANGEBYLEX', K_PERM, '[' .. token .. '|', '(' .. token .. '}')) do
+  local name = string.sub(e, #token + 2)
+  local f, t = holder(name)
+  if t == token then
+    end_lease(name)
+    n = n + 1
+  else
+    redis.call('ZREM', K_PERM, e) -- stale: repair
+  end
+end
+return n
