@@ -127,6 +127,10 @@ func (w *waiter) turnAndWait(ctx context.Context, ch <-chan grantMsg) (*Lease, e
 	}
 	t := time.NewTimer(h.entryTTL / 3)
 	defer t.Stop()
+	var sessionDone <-chan struct{}
+	if w.session != nil {
+		sessionDone = w.session.Done()
+	}
 	select {
 	case g := <-ch:
 		return w.handOff(ctx, g)
@@ -138,6 +142,8 @@ func (w *waiter) turnAndWait(ctx context.Context, ch <-chan grantMsg) (*Lease, e
 		return nil, w.leave(ctx, ctx.Err())
 	case <-h.done:
 		return nil, w.leave(ctx, ErrClosed)
+	case <-sessionDone:
+		return nil, w.leave(ctx, w.session.Err())
 	}
 }
 
