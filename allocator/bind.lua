@@ -6,6 +6,8 @@
 -- member neither removed, expired, quarantined nor re-created since), else
 -- false, deleting a binding that no longer applies. set returns 1, or 0
 -- when ARGV[3] is not a member.
+local L = lib()
+local get_item, expired, bound, bind = L.get_item, L.expired, L.bound, L.bind
 if ARGV[2] == 'get' then
   local b = redis.call('GET', KEYS[12])
   if not b then

@@ -9,6 +9,8 @@
 -- the name do not apply); when it is still leased (it was removed while
 -- leased), it comes back as leased and returns to the pool when the lease
 -- ends. Returns {added, removed}.
+local L = lib()
+local get_item, put_item, remove_member, give_back = L.get_item, L.put_item, L.remove_member, L.give_back
 local ttl, prio = tonumber(ARGV[2]), ARGV[3]
 local added, removed = 0, 0
 if ARGV[4] == 'assign' then

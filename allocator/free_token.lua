@@ -2,6 +2,8 @@
 -- whose reply was lost (the caller never learnt which resources it got).
 -- KEYS: the pool's keys (pool.lua). ARGV[2]: the token.
 -- Returns the number of leases ended.
+local L = lib()
+local holder, end_lease = L.holder, L.end_lease
 local token = ARGV[2]
 local n = 0
 for _, e in ipairs(redis.call('ZRANGEBYLEX', K_PERM, '[' .. token .. '|', '(' .. token .. '}')) do

@@ -3,6 +3,8 @@
 -- pool.
 -- KEYS: the pool's keys (pool.lua). ARGV[2]: waiter id.
 -- Returns 1 when a lease was given back, else 0.
+local L = lib()
+local holder, end_lease = L.holder, L.end_lease
 local id, token = ARGV[2], ARGV[3]
 redis.call('ZREM', K_WAITQ, id)
 redis.call('HDEL', K_WAITD, id)

@@ -11,20 +11,34 @@
 -- A binding (n = 1 only) is honoured when its member is free and valid;
 -- otherwise the best free member is taken and the name re-bound. Waiters
 -- need no look: a member becomes free only when none waits (give_back).
-reclaim(tonumber(ARGV[2]))
+-- The common case runs without lib(): one resource, no binding, no
+-- session, and nothing due (so no free member has expired).
+if not KEYS[12] and ARGV[5] == '-' and ARGV[6] == '1' and tonumber(ARGV[2]) > 0
+    and #redis.call('ZRANGEBYSCORE', K_TIMERS, '(0', NOW, 'LIMIT', 0, 1) == 0 then
+  local r = redis.call('ZPOPMIN', K_FREE)
+  if #r == 0 then
+    return {0}
+  end
+  local name = string.sub(r[1], 13)
+  local fence, deadline = grant(name, ARGV[4], tonumber(ARGV[3]), '-', '-')
+  return {1, deadline, fence, name}
+end
+local L = lib()
+local pull_free, pop_free, session_live, reclaim, bound, bind = L.pull_free, L.pop_free, L.session_live, L.reclaim, L.bound, L.bind
+local _, _, _, _, done = reclaim(tonumber(ARGV[2]))
 local ttl, token, sess, n = tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6])
 if not session_live(sess) then
   return {-1}
 end
-local picked = {}
 local bkey = KEYS[12]
+local picked, gen = {}, nil
 if bkey then
   local b = redis.call('GET', bkey)
   if b then
     local name, p, s, g, e, q = bound(b, true)
     if name then
       pull_free(name, p, s, g, e, q)
-      picked[1] = {name, p, g, e, q}
+      picked[1], gen = name, g
     end
   end
 end
@@ -32,27 +46,33 @@ if #picked == 0 then
   if n > 1 and redis.call('ZCARD', K_FREE) < n then
     return {0}
   end
-  -- best_free skips expired members, so the set may run short after all.
+  -- Pop the best members. The record of a popped member stays as it is
+  -- (pool.lua, is_free) unless it has to be read anyway: to re-bind, or
+  -- when due housekeeping is left and a popped member may have expired.
+  local popped = {}
+  local trusted = done and not bkey
   while #picked < n do
-    local name, p, s, g, e, q = best_free()
+    local name, entry, score, _, g = pop_free(trusted)
     if not name then
-      for _, m in ipairs(picked) do
-        push_free(m[1], m[2], m[3], m[4], m[5])
+      -- Expired members made the set run short: put back what was taken.
+      for _, pe in ipairs(popped) do
+        redis.call('ZADD', K_FREE, pe[2], pe[1])
       end
       return {0}
     end
-    pull_free(name, p, s, g, e, q)
-    picked[#picked + 1] = {name, p, g, e, q}
+    popped[#popped + 1] = {entry, score}
+    picked[#picked + 1] = name
+    gen = gen or g
   end
 end
 local out = {1, -1}
-for _, m in ipairs(picked) do
-  local fence, deadline = grant(m[1], token, ttl, sess, '-')
+for _, name in ipairs(picked) do
+  local fence, deadline = grant(name, token, ttl, sess, '-')
   out[2] = deadline
   out[#out + 1] = fence
-  out[#out + 1] = m[1]
+  out[#out + 1] = name
 end
 if bkey then
-  bind(bkey, picked[1][1], picked[1][3], tonumber(ARGV[7]))
+  bind(bkey, picked[1], gen, tonumber(ARGV[7]))
 end
 return out

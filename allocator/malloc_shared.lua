@@ -4,8 +4,10 @@
 -- ARGV[2]: housekeeping budget (see reclaim)
 -- ARGV[3]: binding TTL in ms (≤ 0: permanent), when KEYS[12] is given
 -- Returns the resource, or false when the pool has none to offer.
+local L = lib()
+local push_free, pop_free, reclaim, bound, bind = L.push_free, L.pop_free, L.reclaim, L.bound, L.bind
 reclaim(tonumber(ARGV[2]))
-local name, p, s, g, e, q
+local name, p, s, g, e, q, _
 local bkey = KEYS[12]
 if bkey then
   local b = redis.call('GET', bkey)
@@ -13,13 +15,14 @@ if bkey then
     name, p, s, g, e, q = bound(b, true)
   end
 end
-if not name then
-  name, p, s, g, e, q = best_free()
+if name then
+  redis.call('ZREM', K_FREE, s .. name)
+else
+  name, _, _, p, g, e, q = pop_free(false)
   if not name then
     return false
   end
 end
-redis.call('ZREM', K_FREE, s .. name)
 push_free(name, p, g, e, q)
 if bkey then
   bind(bkey, name, g, tonumber(ARGV[3]))

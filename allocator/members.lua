@@ -2,6 +2,8 @@
 -- KEYS: the pool's keys (pool.lua).
 -- ARGV[2]: "keys" returns the members whose membership has not expired;
 -- "len" their number; "has" with ARGV[3] 1 or 0.
+local L = lib()
+local get_item, expired = L.get_item, L.expired
 local what = ARGV[2]
 if what == 'has' then
   local p, _, _, e = get_item(ARGV[3])

@@ -7,6 +7,8 @@
 -- apply (its generation changes). A leased member keeps its lease and stays
 -- out of the pool when it comes back. Returns the number of members
 -- changed.
+local L = lib()
+local get_item, put_item, settle = L.get_item, L.put_item, L.settle
 local d = tonumber(ARGV[2])
 local n = 0
 for i = 3, #ARGV do

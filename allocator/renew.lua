@@ -5,6 +5,8 @@
 -- Returns the new deadline (ms, -1: permanent), or false when the token
 -- does not hold the resource, the lease expired or its session lapsed (the
 -- lease is reclaimed then, so it never comes back).
+local L = lib()
+local holder, put_holder, session_live, end_held = L.holder, L.put_holder, L.session_live, L.end_held
 local name, ttl = ARGV[2], tonumber(ARGV[4])
 local f, t, sess, waiter, d = holder(name)
 if t ~= ARGV[3] then

@@ -6,6 +6,8 @@
 -- leases are reclaimed then, if they were not yet). close ends all the
 -- session's leases and returns their number. Waiters of a lapsed or closed
 -- session are skipped by the hand-off (live_head).
+local L = lib()
+local session_live, end_lease = L.session_live, L.end_lease
 local op, sid = ARGV[2], ARGV[3]
 if op == 'open' then
   redis.call('ZADD', K_TIMERS, NOW + tonumber(ARGV[4]), 'S' .. sid)

@@ -4,6 +4,8 @@
 -- KEYS: the pool's keys (pool.lua). ARGV[2]: "all" or "some", ARGV[3..]:
 -- resources. Returns the number of members removed (with "all", those
 -- that Len counted: not the ones whose membership had expired).
+local L = lib()
+local expired, remove_member = L.expired, L.remove_member
 if ARGV[2] == 'all' then
   local n = 0
   local timers = {}

@@ -229,13 +229,13 @@ func (s *Snapshot) Problems() []string {
 		}
 	}
 	for k, m := range s.Members {
-		if s.raw.seq[k] != "-" && !m.Free {
-			add("record of %q points at a free entry that does not exist", k)
+		l, leased := s.Leases[k]
+		if s.raw.seq[k] != "-" && !m.Free && !leased {
+			add("record of %q, neither free nor leased, points at a free entry", k)
 		}
 		if m.Free {
 			continue
 		}
-		l, leased := s.Leases[k]
 		due := (!m.ExpiresAt.IsZero() && !m.ExpiresAt.After(s.Now)) ||
 			(!m.QuarantinedUntil.IsZero() && !m.QuarantinedUntil.After(s.Now)) ||
 			(leased && !l.Expires.IsZero() && !l.Expires.After(s.Now)) ||

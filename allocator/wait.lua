@@ -12,6 +12,8 @@
 -- and any hand-off goes back).
 -- A lease taken in this turn is recorded in granted like a hand-off, so that
 -- a turn whose reply was lost is found by the next turn or by leave.lua.
+local L = lib()
+local best_free, holder, grant, session_live, live_head, end_lease, drain, reclaim = L.best_free, L.holder, L.grant, L.session_live, L.live_head, L.end_lease, L.drain, L.reclaim
 reclaim(tonumber(ARGV[2]))
 drain()
 local ttl, token, sess, id = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
@@ -36,9 +38,8 @@ if not live then
 end
 if not redis.call('ZSCORE', K_WAITQ, id) then
   if not live_head() then
-    local name, p, s, gen, e, q = best_free()
+    local name = best_free()
     if name then
-      pull_free(name, p, s, gen, e, q)
       local fence, deadline = grant(name, token, ttl, sess, id)
       redis.call('HSET', K_GRANTED, id, ms(fence) .. ' ' .. ms(deadline) .. ' ' .. name)
       return {1, fence, name, 0}
