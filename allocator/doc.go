@@ -74,10 +74,13 @@
 // nobody waiting publishes nothing. A waiter renews its place in the queue
 // every ten seconds, which also finds a hand-off whose message was lost; a
 // process that dies while waiting keeps its place for at most 30 seconds.
-// A waiter asking for a permanent lease is handed a 30-second one and
-// makes it permanent on receipt, so a resource handed to a waiter that died
-// meanwhile comes back. When MallocWait's context ends, a hand-off that
-// raced with it goes to the next waiter.
+// A hand-off is provisional: it lasts the TTL the waiter asked for but at
+// most 30 seconds, until the waiter confirms it with a renewal, which
+// also measures the lease's validity from a request of the waiter's own
+// rather than from a message of unknown delay; a resource handed to a
+// waiter that died meanwhile comes back soon. When MallocWait's context
+// ends, or its session is lost, a hand-off that raced with it goes to the
+// next waiter. Waiters of a lapsed or closed session are skipped.
 //
 // # Sessions
 //
@@ -88,7 +91,9 @@
 // ends the session and its leases at once, Session.Orphan stops the
 // heartbeats without ending anything, and Session.Done and Session.Err
 // report a session that lapsed or was closed. A malloc in a lapsed session
-// returns ErrSessionLost.
+// returns ErrSessionLost. A lease of a session is valid only while its
+// session is: Lease.Lost closes when the session is lost, and renewing or
+// freeing it after its session lapsed reports ErrNotHeld.
 //
 // # Reclaim without a janitor
 //
@@ -103,6 +108,12 @@
 // cost of both follows the amount reclaimed, not the size of the pool.
 // Until something reclaims them, expired leases still show in a Snapshot,
 // with a deadline in the past.
+//
+// A malloc whose reply is lost (a timeout, a dropped connection) may have
+// taken a lease its caller never learns of. A lease with a TTL runs out by
+// itself; a permanent one is given back in the background, by its token.
+// A turn of MallocWait records what it took for its waiter, so the next
+// turn or the waiter's departure finds it.
 //
 // # Quarantine and health checks
 //
