@@ -116,8 +116,8 @@ func (l *Lease) Lost() <-chan struct{} {
 			close(l.lost)
 		} else {
 			l.armLocked()
-			if l.sess != nil {
-				go l.watchSession(l.lost)
+			if l.sess != nil && !l.sess.watch(l) {
+				l.checkLocked(time.Now()) // the session ended meanwhile
 			}
 		}
 	}
@@ -142,20 +142,9 @@ func (l *Lease) checkLocked(now time.Time) {
 		return
 	}
 	if l.sess != nil {
-		if err := l.sess.Err(); err != nil {
+		if err := l.sess.lostErr(); err != nil {
 			l.finishLocked(sessionGone{key: l.key, err: err})
 		}
-	}
-}
-
-// watchSession ends the lease when its session is lost, until lost closes.
-func (l *Lease) watchSession(lost <-chan struct{}) {
-	select {
-	case <-l.sess.Done():
-		l.mu.Lock()
-		l.checkLocked(time.Now())
-		l.mu.Unlock()
-	case <-lost:
 	}
 }
 
@@ -201,6 +190,9 @@ func (l *Lease) finishLocked(err error) {
 	}
 	if l.lost != nil {
 		close(l.lost)
+		if l.sess != nil {
+			l.sess.unwatch(l)
+		}
 	}
 }
 

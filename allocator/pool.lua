@@ -332,7 +332,7 @@ local function lib()
 
   -- reclaim does up to budget units of the housekeeping that is due, oldest
   -- first: a unit is one timer (an expired lease or membership, an ended
-  -- quarantine, a lapsed session) or one lease of a lapsed session. It
+  -- quarantine) or one lease of a lapsed session. It
   -- returns the counts of expired leases, leases of lapsed sessions, expired
   -- members and ended quarantines, and whether it did all that was due.
   local function reclaim(budget)
@@ -346,8 +346,10 @@ local function lib()
       if left <= 0 then
         break
       end
-      left = left - 1
       local kind, name = string.sub(t, 1, 1), string.sub(t, 2)
+      if kind ~= 'S' then
+        left = left - 1
+      end
       if kind == 'L' then
         if end_lease(name) then
           leases = leases + 1
@@ -372,6 +374,8 @@ local function lib()
           quar = quar + 1
         end
       else
+        -- A lapsed session: each of its leases is a unit (left ≥ 1 here,
+        -- so every pass makes progress); its timer goes with the last.
         local n, all = session_leases(name, left)
         sessions = sessions + n
         left = left - n

@@ -22,14 +22,17 @@ type Session struct {
 	id  string
 	ttl time.Duration
 
-	mu      sync.Mutex
-	validTo time.Time
-	done    chan struct{}
-	over    bool
-	err     error
-	timer   *time.Timer // fires at validTo
-	cancel  context.CancelFunc
-	exited  chan struct{}
+	// mu guards the fields below. Lock order: a Lease's mu before a
+	// Session's; the session ends its watching leases after releasing mu.
+	mu       sync.Mutex
+	validTo  time.Time
+	done     chan struct{}
+	over     bool
+	err      error
+	timer    *time.Timer // fires at validTo
+	watchers map[*Lease]struct{}
+	cancel   context.CancelFunc
+	exited   chan struct{}
 }
 
 // NewSession opens a session that lapses ttl after its last heartbeat (ttl
@@ -66,9 +69,11 @@ func (s *Session) Done() <-chan struct{} { return s.done }
 // ErrSessionLost.
 func (s *Session) Err() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.checkLocked()
-	return s.err
+	ended := s.checkLocked()
+	err := s.err
+	s.mu.Unlock()
+	endLeases(ended)
+	return err
 }
 
 // ValidUntil returns the local time until which the session surely lives,
@@ -79,34 +84,88 @@ func (s *Session) ValidUntil() time.Time {
 	return s.validTo
 }
 
-func (s *Session) checkLocked() {
+// checkLocked ends the session when its validity ran out and returns the
+// leases to end then (see endLocked). Caller holds mu.
+func (s *Session) checkLocked() []*Lease {
 	if !s.over && !time.Now().Before(s.validTo) {
-		s.endLocked(fmt.Errorf("%w: session %s: no heartbeat confirmed within its TTL less a tenth", ErrSessionLost, s.id))
+		return s.endLocked(fmt.Errorf("%w: session %s: no heartbeat confirmed within its TTL less a tenth", ErrSessionLost, s.id))
 	}
+	return nil
 }
 
 func (s *Session) expire() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.checkLocked()
+	ended := s.checkLocked()
 	if !s.over {
 		s.timer.Reset(time.Until(s.validTo)) // a heartbeat extended it meanwhile
 	}
+	s.mu.Unlock()
+	endLeases(ended)
 }
 
-func (s *Session) endLocked(err error) {
-	if !s.over {
-		s.over, s.err = true, err
-		if s.timer != nil {
-			s.timer.Stop()
-		}
-		close(s.done)
+// endLocked ends the session and returns the leases watching it, which the
+// caller ends after releasing mu. Caller holds mu.
+func (s *Session) endLocked(err error) []*Lease {
+	if s.over {
+		return nil
 	}
+	s.over, s.err = true, err
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	close(s.done)
+	ended := make([]*Lease, 0, len(s.watchers))
+	for l := range s.watchers {
+		ended = append(ended, l)
+	}
+	s.watchers = nil
+	return ended
 }
 
 func (s *Session) end(err error) {
 	s.mu.Lock()
-	s.endLocked(err)
+	ended := s.endLocked(err)
+	s.mu.Unlock()
+	endLeases(ended)
+}
+
+func endLeases(ls []*Lease) {
+	for _, l := range ls {
+		l.mu.Lock()
+		l.checkLocked(time.Now())
+		l.mu.Unlock()
+	}
+}
+
+// lostErr is Err for a Lease that holds its own mu: it never ends the
+// session (which would end the leases watching it, this one included).
+func (s *Session) lostErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.over && !time.Now().Before(s.validTo) {
+		return fmt.Errorf("%w: session %s: no heartbeat confirmed within its TTL less a tenth", ErrSessionLost, s.id)
+	}
+	return s.err
+}
+
+// watch makes the session end l, synchronously, when it ends; it reports
+// false when the session has already ended.
+func (s *Session) watch(l *Lease) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.over {
+		return false
+	}
+	if s.watchers == nil {
+		s.watchers = map[*Lease]struct{}{}
+	}
+	s.watchers[l] = struct{}{}
+	return true
+}
+
+func (s *Session) unwatch(l *Lease) {
+	s.mu.Lock()
+	delete(s.watchers, l)
 	s.mu.Unlock()
 }
 
@@ -154,13 +213,15 @@ func (s *Session) Orphan() {
 }
 
 // Close ends the session and every lease in it, and returns how many
-// leases ended. Leases of the session are lost at once.
+// leases ended. The session and its leases are lost locally first, before
+// Redis frees anything. When the request fails, the session lapses by
+// itself after its TTL.
 func (s *Session) Close(ctx context.Context) (int, error) {
 	s.Orphan()
+	s.end(fmt.Errorf("%w: session %s closed", ErrSessionLost, s.id))
 	n, err := s.a.runInt(ctx, sessionScript, nil, "close", s.id)
 	if err != nil {
 		return 0, err
 	}
-	s.end(fmt.Errorf("%w: session %s closed", ErrSessionLost, s.id))
 	return int(n), nil
 }

@@ -170,11 +170,9 @@ func (w *waiter) confirm(ctx context.Context, key string, fence int64) (*Lease, 
 		return nil, nil
 	}
 	// Unknown outcome: give the hand-off back rather than keep a lease
-	// whose TTL is unknown.
-	if ferr := l.Free(cctx); ferr != nil && !errors.Is(ferr, ErrNotHeld) {
-		w.a.log.Warn("allocator: giving back an unconfirmed hand-off failed; it expires by itself", "key", key, "err", ferr)
-	}
-	return nil, err
+	// whose TTL is unknown (the renewal may have made it permanent). leave
+	// finds it by the waiter's id and token, and retries in the background.
+	return nil, w.leave(ctx, err)
 }
 
 // leave takes the waiter out of the queue and gives back a hand-off that
@@ -195,12 +193,12 @@ func (w *waiter) leave(ctx context.Context, cause error) error {
 	return cause
 }
 
-// leaveLater retries leave with backoff until it succeeds or the entry
-// has surely expired (with its provisional or TTL-bound hand-off, if any,
-// returning by reclaim).
+// leaveLater retries leave with backoff until it succeeds, for up to
+// leaveRetryFor: a lease the waiter took (its turn's reply, or its
+// confirmation's, lost) may be permanent.
 func (w *waiter) leaveLater(ctx context.Context) {
-	deadline := time.Now().Add(2 * w.a.wait.entryTTL)
-	for d := 100 * time.Millisecond; time.Now().Before(deadline); d = min(2*d, 5*time.Second) {
+	deadline := time.Now().Add(leaveRetryFor)
+	for d := 100 * time.Millisecond; time.Now().Before(deadline); d = min(2*d, 10*time.Second) {
 		time.Sleep(d)
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_, err := w.a.runVia(cctx, w.a.c, leaveScript, nil, w.id, w.token)
@@ -210,6 +208,9 @@ func (w *waiter) leaveLater(ctx context.Context) {
 		}
 	}
 }
+
+// leaveRetryFor bounds the background retries of leave.
+const leaveRetryFor = 10 * time.Minute
 
 func ended(ctx context.Context) bool { return ctx.Err() != nil }
 
