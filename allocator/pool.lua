@@ -73,9 +73,14 @@ end
 -- grant leases name to token: a new fence, a deadline, a holder record and
 -- the session entry. It returns the fence and the deadline (-1: none).
 local function grant(name, token, ttl, sess, waiter)
-  local fence, err = issue_fence(K_FENCE, FENCE_LIFE)
+  local fence = issue_fence(K_FENCE, FENCE_LIFE)
   if not fence then
-    error(err.err)
+    -- Someone overwrote the counter with a non-integer. A script that
+    -- failed here would leave its earlier writes behind (Redis does not
+    -- roll a script back), so restart the counter from the clock instead,
+    -- as after its expiry: fences keep growing all the same.
+    fence = now_us()
+    redis.call('SET', K_FENCE, ms(fence), 'PX', FENCE_LIFE)
   end
   local deadline = -1
   if ttl > 0 then

@@ -83,7 +83,9 @@ func (w *waiter) turnAndWait(ctx context.Context, ch <-chan grantMsg) (*Lease, e
 	sent := time.Now()
 	v, err := w.a.run(ctx, waitScript, nil, w.a.budget, millis(w.ttl), w.token, w.sess, w.id, h.entryTTL.Milliseconds(), h.channel)
 	if err != nil {
-		if ended(ctx) {
+		if ended(ctx) || !unknownOutcome(err) {
+			// A reply from Redis that the turn failed, such as a script
+			// error, would fail again.
 			return nil, w.leave(ctx, err)
 		}
 		// The outcome is unknown: the turn may have joined the queue.

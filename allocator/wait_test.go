@@ -352,3 +352,48 @@ func TestMallocWaitModes(t *testing.T) {
 	ok(t, held.Free(ctx))
 	_ = fmt.Sprint()
 }
+
+// TestFenceCounterOverwritten: a fencing counter overwritten with a
+// non-number (by another client) restarts from the clock: leases are still
+// granted with larger fences, and no script fails halfway (Redis does not
+// roll back the writes of a failed script).
+func TestFenceCounterOverwritten(t *testing.T) {
+	forTargets(t, func(t *testing.T, tg target) {
+		ctx := context.Background()
+		a := tg.newAlloc(t)
+		ok(t, errOnly(a.Extend(ctx, []string{"a", "b"})))
+		first := must[*allocator.Lease](t)(a.MallocLease(ctx))
+		fenceKey := "{" + a.Prefix() + "|allocator}|fence"
+		for i, malloc := range []func() (*allocator.Lease, error){
+			func() (*allocator.Lease, error) { return a.MallocLease(ctx) },
+			func() (*allocator.Lease, error) { return a.MallocWait(ctx) },
+		} {
+			ok(t, tg.client(t).Set(ctx, fenceKey, "not a number", 0).Err())
+			l, err := malloc()
+			if err != nil {
+				t.Fatalf("malloc %d after the counter was overwritten: %v", i, err)
+			}
+			if l.Fence() <= first.Fence() {
+				t.Fatalf("fence %d after %d", l.Fence(), first.Fence())
+			}
+			ok(t, l.Free(ctx))
+			checkInvariants(t, a)
+		}
+		// A free that hands over to a waiter grants too.
+		second := must[*allocator.Lease](t)(a.MallocLease(ctx))
+		r := startWait(ctx, a, allocator.WithLeaseTTL(time.Minute))
+		waitQueued(t, a, 1)
+		ok(t, tg.client(t).Set(ctx, fenceKey, "not a number", 0).Err())
+		ok(t, first.Free(ctx))
+		w := <-r
+		ok(t, w.err)
+		if w.l.Fence() <= second.Fence() {
+			t.Fatalf("hand-off fence %d after %d", w.l.Fence(), second.Fence())
+		}
+		ok(t, w.l.Free(ctx))
+		ok(t, second.Free(ctx))
+		if s := checkInvariants(t, a); len(s.Free) != 2 {
+			t.Fatalf("after: %+v", s)
+		}
+	})
+}
