@@ -9,8 +9,10 @@
 local L = lib()
 local get_item, expired, bound, bind = L.get_item, L.expired, L.bound, L.bind
 if ARGV[2] == 'get' then
-  local b = redis.call('GET', KEYS[12])
-  if not b then
+  local b = redis.pcall('GET', KEYS[12])
+  if type(b) ~= 'string' then
+    -- None, or a key of another type (written by someone else), which the
+    -- next bind overwrites.
     return false
   end
   local name = bound(b, false)

@@ -33,8 +33,8 @@ end
 local bkey = KEYS[12]
 local picked, gen = {}, nil
 if bkey then
-  local b = redis.call('GET', bkey)
-  if b then
+  local b = redis.pcall('GET', bkey)
+  if type(b) == 'string' then -- not false (none) nor an error (another type)
     local name, p, s, g, e, q = bound(b, true)
     if name then
       pull_free(name, p, s, g, e, q)

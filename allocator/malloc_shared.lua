@@ -10,8 +10,8 @@ reclaim(tonumber(ARGV[2]))
 local name, p, s, g, e, q, _
 local bkey = KEYS[12]
 if bkey then
-  local b = redis.call('GET', bkey)
-  if b then
+  local b = redis.pcall('GET', bkey)
+  if type(b) == 'string' then -- not false (none) nor an error (another type)
     name, p, s, g, e, q = bound(b, true)
   end
 end

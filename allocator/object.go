@@ -155,6 +155,13 @@ func (a *Allocator) MallocWithParams(ctx context.Context, obj Object, params map
 		return nil, err
 	}
 	auto := a.policy != nil && a.policy.p.AutoClose && name != ""
+	// Refuse what MallocLease would refuse before auto-closing anything.
+	if a.isClosed() {
+		return nil, ErrClosed
+	}
+	if _, err := a.sessionArg(m); err != nil {
+		return nil, err
+	}
 	if auto {
 		if prev := a.policy.tracked(name); prev != nil {
 			if err := prev.Release(ctx); err != nil {
@@ -297,7 +304,11 @@ func (al *Allocation) Release(ctx context.Context) error {
 	if err := al.obj.Close(ctx); err != nil {
 		cerr = fmt.Errorf("allocator: closing the object on %q: %w", l.Key(), err)
 	}
-	return errors.Join(cerr, l.Free(ctx))
+	// Free even when ctx ended meanwhile: a later Release returns nil, so
+	// this is the only chance.
+	fctx, cancel := cleanupCtx(ctx)
+	defer cancel()
+	return errors.Join(cerr, l.Free(fctx))
 }
 
 // SetHealthy ends the quarantine of the current resource
@@ -361,9 +372,14 @@ func (al *Allocation) refresh(ctx context.Context) error {
 		al.a.log.Warn("allocator: closing the object before a refresh failed", "key", old.Key(), "err", err)
 	}
 	if err := al.a.openOn(ctx, al.obj, nl, al.params); err != nil {
-		// Back to the old resource, which we still hold.
+		// Back to the old resource, which we still hold, and its binding.
 		cctx, cancel := cleanupCtx(ctx)
 		defer cancel()
+		if al.bind != "" && !al.a.shared {
+			if berr := al.a.UpdateSoftBind(cctx, al.bind, old.Key(), al.bindTTL()); berr != nil && !errors.Is(berr, ErrNotMember) {
+				al.a.log.Warn("allocator: restoring the binding after a failed refresh failed", "name", al.bind, "err", berr)
+			}
+		}
 		if rerr := al.obj.SetConfig(old.Key(), al.params); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("allocator: reconfiguring the object for %q: %w", old.Key(), rerr))
 		} else if rerr := al.obj.Open(cctx); rerr != nil {
@@ -374,10 +390,18 @@ func (al *Allocation) refresh(ctx context.Context) error {
 	al.mu.Lock()
 	al.lease = nl
 	al.mu.Unlock()
-	if err := old.Free(ctx); err != nil && !errors.Is(err, ErrNotHeld) {
-		al.a.log.Warn("allocator: freeing the old resource of a refresh failed; it expires by itself", "key", old.Key(), "err", err)
+	fctx, cancel := cleanupCtx(ctx)
+	defer cancel()
+	if err := old.Free(fctx); err != nil && !errors.Is(err, ErrNotHeld) {
+		al.a.log.Warn("allocator: freeing the old resource of a refresh failed", "key", old.Key(), "err", err)
 	}
 	return nil
+}
+
+// bindTTL returns the TTL of the malloc's soft binding.
+func (al *Allocation) bindTTL() time.Duration {
+	m, _ := newMallocConfig(al.opts) // validated by the malloc
+	return m.bindTTL
 }
 
 // RefreshUntilHealthy checks the object (Healthy) and, while it is

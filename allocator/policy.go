@@ -256,14 +256,28 @@ func (ps *policyState) refreshIfDue(ctx context.Context) (bool, error) {
 	// local look is due an interval from now.
 	ps.next.Store(time.Now().Add(ps.interval).UnixNano())
 	if err := ps.apply(ctx); err != nil {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if rerr := h.Release(rctx); rerr != nil && !errors.Is(rerr, lock.ErrNotHeld) {
-			ps.a.log.Warn("allocator: releasing the refresh lock failed; it expires by itself", "err", rerr)
-		}
+		ps.releaseLock(ctx, h.Release)
 		return true, err
 	}
 	return true, nil
+}
+
+// releaseLock releases the refresh lock after a failed refresh, so any
+// process can retry. When ctx has ended (Close, Stop), it does so in the
+// background, so shutting down never waits for Redis.
+func (ps *policyState) releaseLock(ctx context.Context, release func(context.Context) error) {
+	do := func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if rerr := release(rctx); rerr != nil && !errors.Is(rerr, lock.ErrNotHeld) {
+			ps.a.log.Warn("allocator: releasing the refresh lock failed; it expires by itself", "err", rerr)
+		}
+	}
+	if ctx.Err() != nil {
+		go do()
+		return
+	}
+	do()
 }
 
 // Refresh refreshes the pool from the policy's Updater now, whenever the
@@ -282,11 +296,7 @@ func (a *Allocator) Refresh(ctx context.Context) error {
 	}
 	ps.next.Store(time.Now().Add(ps.interval).UnixNano())
 	if err := ps.apply(ctx); err != nil {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if rerr := ps.lk.ReleaseToken(rctx, refreshLockKey, token); rerr != nil && !errors.Is(rerr, lock.ErrNotHeld) {
-			ps.a.log.Warn("allocator: releasing the refresh lock failed; it expires by itself", "err", rerr)
-		}
+		ps.releaseLock(ctx, func(ctx context.Context) error { return ps.lk.ReleaseToken(ctx, refreshLockKey, token) })
 		return err
 	}
 	return nil
@@ -303,7 +313,11 @@ func (a *Allocator) StartRefresher(ctx context.Context) (*Background, error) {
 	}
 	return a.startBackground(ctx, func(ctx context.Context) {
 		every(ctx, ps.interval, func(ctx context.Context) {
-			if _, err := ps.refreshIfDue(ctx); err != nil && ctx.Err() == nil {
+			// Each pass ends within its interval, as a malloc's does: a
+			// Fetch that hangs must not stop the refresher.
+			pctx, cancel := context.WithTimeout(ctx, ps.interval)
+			defer cancel()
+			if _, err := ps.refreshIfDue(pctx); err != nil && ctx.Err() == nil {
 				a.log.Warn("allocator: pool refresh failed; retrying at the next interval", "err", err)
 			}
 		})

@@ -397,8 +397,9 @@ local function lib()
   -- (when want_free) and neither expired nor quarantined.
   local function bound(b, want_free)
     local be, gen, name = string.match(b, '^(%S+) (%S+) (.*)$')
-    if not be or (be ~= '0' and tonumber(be) <= NOW) then
-      return nil
+    local until_ms = tonumber(be)
+    if not until_ms or (until_ms ~= 0 and until_ms <= NOW) then
+      return nil -- expired, or not written by us
     end
     local p, s, g, e, q = get_item(name)
     if not p or g ~= gen or expired(e) or quarantined(q) then

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redisallocator/redisallocator/internal/keys"
 	"github.com/redisallocator/redisallocator/internal/redistest"
 	"github.com/redisallocator/redisallocator/lock"
 )
@@ -467,4 +468,27 @@ func TestLostFirstWatchedAfterExpiry(t *testing.T) {
 			t.Fatalf("Err = %v", h.Err())
 		}
 	})
+}
+
+// TestFenceCounterBeyond2To53: a fencing counter that someone set to 2^53
+// or more (where Lua numbers lose integers) makes the acquisition fail
+// cleanly instead of issuing repeated or negative fences.
+func TestFenceCounterBeyond2To53(t *testing.T) {
+	ctx := ctxT(t)
+	c := redistest.Client(t)
+	l, err := lock.New(c, redistest.Namespace(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"9007199254740992", "4611686018427387904", "9223372036854775806"} {
+		if err := c.Set(ctx, keys.Fence(l.Key("k")), v, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if h, err := l.TryAcquire(ctx, "k", time.Minute); err == nil {
+			t.Fatalf("counter %s: acquired with fence %d", v, h.Fence())
+		}
+		if held, err := l.IsLocked(ctx, "k"); err != nil || held {
+			t.Fatalf("counter %s: a failed acquisition left the key held (%v, %v)", v, held, err)
+		}
+	}
 }

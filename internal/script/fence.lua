@@ -14,11 +14,17 @@ end
 -- before it, as long as the server's clock never steps back by more than
 -- the counter's life (a counter grows by at most one per script, far slower
 -- than the clock). A counter that is not an integer (written by someone
--- else) returns nil and the error reply, having written nothing.
+-- else) returns nil and the error reply, having written nothing; so does
+-- one at 2^53 or beyond (which INCR has incremented).
 local function issue_fence(counter, life)
   local f = redis.pcall('INCR', counter)
   if type(f) == 'table' then
     return nil, f
+  end
+  if f >= 9007199254740992 then
+    -- Beyond 2^53 a Lua number loses integers: a counter this large was
+    -- written by someone else, not issued.
+    return nil, {err = 'ERR fencing counter ' .. counter .. ' beyond 2^53'}
   end
   if f == 1 then
     f = now_us()
