@@ -49,10 +49,17 @@ func TestAdvMallocUnknownOutcomePermanentLeak(t *testing.T) {
 	}
 	t.Logf("malloc: %v", err)
 	ok(t, <-done)
-	ok(t, errOnly(a.GC(ctx, 1000)))
-	s := checkInvariants(t, a)
-	if li, leased := s.Leases["only"]; leased {
-		t.Fatalf("a malloc that reported failure left a permanent lease nobody holds: %+v (free %v); GC never reclaims it", li, s.Free)
+	// The give-back runs in the background, with retries: wait for it.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		ok(t, errOnly(a.GC(ctx, 1000)))
+		s := checkInvariants(t, a)
+		li, leased := s.Leases["only"]
+		if !leased {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a malloc that reported failure left a permanent lease nobody holds: %+v (free %v); GC never reclaims it", li, s.Free)
+		}
 	}
 }
 
@@ -94,4 +101,38 @@ func TestAdvMallocWaitUnknownOutcomeSelfDeadlock(t *testing.T) {
 	if errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("MallocWait waited for its own resource until ctx ended")
 	}
+}
+
+// TestLateRequestAfterGiveBack: the give-back after a request of unknown
+// outcome may run before the request itself reaches Redis (it travels on
+// another connection). The request must then grant nothing.
+func TestLateRequestAfterGiveBack(t *testing.T) {
+	forTargets(t, func(t *testing.T, tg target) {
+		ctx := context.Background()
+		a := tg.newAlloc(t)
+		ok(t, errOnly(a.Extend(ctx, []string{"only"})))
+		// A permanent malloc: give-back first, then the late request.
+		ok(t, a.GiveBackToken(ctx, "late-malloc-token"))
+		v, err := a.LateMalloc(ctx, "late-malloc-token", 0)
+		ok(t, err)
+		if r, _ := v.([]any); len(r) != 1 || r[0] != int64(0) {
+			t.Fatalf("late malloc after its give-back: %v", v)
+		}
+		if s := checkInvariants(t, a); len(s.Leases) != 0 || len(s.Free) != 1 {
+			t.Fatalf("the late malloc granted: %+v", s)
+		}
+		// A MallocWait turn: leave first, then the late turn.
+		ok(t, a.LeaveWait(ctx, "late-waiter", "late-wait-token"))
+		v, err = a.LateWaitTurn(ctx, "late-waiter", "late-wait-token", 0)
+		ok(t, err)
+		if r, _ := v.([]any); len(r) != 1 || r[0] != int64(-2) {
+			t.Fatalf("late turn after its leave: %v", v)
+		}
+		if s := checkInvariants(t, a); len(s.Leases) != 0 || len(s.Free) != 1 || len(s.Waiters) != 0 {
+			t.Fatalf("the late turn changed the pool: %+v", s)
+		}
+		// Other tokens are not affected.
+		l := must[*allocator.Lease](t)(a.MallocLease(ctx, allocator.WithLeaseTTL(0)))
+		ok(t, l.Free(ctx))
+	})
 }

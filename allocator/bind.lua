@@ -1,5 +1,5 @@
 -- bind.lua: read or write a soft binding.
--- KEYS: the pool's keys (pool.lua), KEYS[12]: the binding key.
+-- KEYS: the pool's keys (pool.lua), KEYS[13]: the binding key.
 -- ARGV[2]: "get", or "set" with ARGV[3]: member, ARGV[4]: TTL in ms (≤ 0:
 -- no expiry)
 -- get returns the bound member while the binding applies (unexpired, the
@@ -9,7 +9,7 @@
 local L = lib()
 local get_item, expired, bound, bind = L.get_item, L.expired, L.bound, L.bind
 if ARGV[2] == 'get' then
-  local b = redis.pcall('GET', KEYS[12])
+  local b = redis.pcall('GET', KEYS[13])
   if type(b) ~= 'string' then
     -- None, or a key of another type (written by someone else), which the
     -- next bind overwrites.
@@ -18,7 +18,7 @@ if ARGV[2] == 'get' then
   local name = bound(b, false)
   if not name then
     -- It can never apply again (see bound): drop it.
-    redis.call('DEL', KEYS[12])
+    redis.call('DEL', KEYS[13])
     return false
   end
   return name
@@ -28,5 +28,5 @@ local p, _, g, e = get_item(name)
 if not p or expired(e) then
   return 0
 end
-bind(KEYS[12], name, g, tonumber(ARGV[4]))
+bind(KEYS[13], name, g, tonumber(ARGV[4]))
 return 1

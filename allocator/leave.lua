@@ -6,6 +6,7 @@
 local L = lib()
 local holder, end_lease = L.holder, L.end_lease
 local id, token = ARGV[2], ARGV[3]
+cancel(token) -- a turn of this waiter may reach Redis after this
 redis.call('ZREM', K_WAITQ, id)
 redis.call('HDEL', K_WAITD, id)
 local g = redis.call('HGET', K_GRANTED, id)

@@ -1,19 +1,24 @@
 -- malloc.lua: lease n free resources (exclusive mode), all or none.
--- KEYS: the pool's keys (pool.lua), then KEYS[12]: the binding key or none.
+-- KEYS: the pool's keys (pool.lua), then KEYS[13]: the binding key or none.
 -- ARGV[2]: housekeeping budget (see reclaim)
 -- ARGV[3]: lease TTL in ms (≤ 0: permanent)
 -- ARGV[4]: token of the new leases
 -- ARGV[5]: session id, or "-"
 -- ARGV[6]: n, the number of resources (≥ 1)
--- ARGV[7]: binding TTL in ms (≤ 0: permanent), when KEYS[12] is given
+-- ARGV[7]: binding TTL in ms (≤ 0: permanent), when KEYS[13] is given
 -- Returns {1, deadline ms or -1, fence1, name1, ..., fencen, namen}, {0}
 -- when fewer than n resources are free, {-1} when the session has lapsed.
 -- A binding (n = 1 only) is honoured when its member is free and valid;
 -- otherwise the best free member is taken and the name re-bound. Waiters
 -- need no look: a member becomes free only when none waits (give_back).
+-- A permanent malloc whose caller gave up on it (cancel, after its reply
+-- was lost) grants nothing: a lease with a TTL runs out by itself.
+if tonumber(ARGV[3]) <= 0 and redis.call('ZSCORE', K_CANCELLED, ARGV[4]) then
+  return {0}
+end
 -- The common case runs without lib(): one resource, no binding, no
 -- session, and nothing due (so no free member has expired).
-if not KEYS[12] and ARGV[5] == '-' and ARGV[6] == '1' and tonumber(ARGV[2]) > 0
+if not KEYS[13] and ARGV[5] == '-' and ARGV[6] == '1' and tonumber(ARGV[2]) > 0
     and #redis.call('ZRANGEBYSCORE', K_TIMERS, '(0', NOW, 'LIMIT', 0, 1) == 0 then
   local r = redis.call('ZPOPMIN', K_FREE)
   if #r == 0 then
@@ -30,7 +35,7 @@ local ttl, token, sess, n = tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6
 if not session_live(sess) then
   return {-1}
 end
-local bkey = KEYS[12]
+local bkey = KEYS[13]
 local picked, gen = {}, nil
 if bkey then
   local b = redis.pcall('GET', bkey)

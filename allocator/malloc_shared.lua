@@ -1,14 +1,14 @@
 -- malloc_shared.lua: pick a resource in shared mode, rotating through the
 -- pool: the pick moves behind the members of its priority. No lease.
--- KEYS: the pool's keys (pool.lua), then KEYS[12]: the binding key or none.
+-- KEYS: the pool's keys (pool.lua), then KEYS[13]: the binding key or none.
 -- ARGV[2]: housekeeping budget (see reclaim)
--- ARGV[3]: binding TTL in ms (≤ 0: permanent), when KEYS[12] is given
+-- ARGV[3]: binding TTL in ms (≤ 0: permanent), when KEYS[13] is given
 -- Returns the resource, or false when the pool has none to offer.
 local L = lib()
 local push_free, pop_free, reclaim, bound, bind = L.push_free, L.pop_free, L.reclaim, L.bound, L.bind
 reclaim(tonumber(ARGV[2]))
 local name, p, s, g, e, q, _
-local bkey = KEYS[12]
+local bkey = KEYS[13]
 if bkey then
   local b = redis.pcall('GET', bkey)
   if type(b) == 'string' then -- not false (none) nor an error (another type)

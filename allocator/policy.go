@@ -365,10 +365,14 @@ func (ps *policyState) apply(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// fetchGrace is how long a refresh whose ctx ended waits for its Fetch to
+// return before it abandons it.
+const fetchGrace = 100 * time.Millisecond
+
 // fetch calls the Updater, turning a panic into an error, and returns its
 // valid keys, deduplicated and shuffled if the policy says so. A Fetch
-// that outlives ctx is abandoned: its goroutine is left to return by
-// itself.
+// that outlives ctx by fetchGrace is abandoned: its goroutine is left to
+// return by itself.
 func (ps *policyState) fetch(ctx context.Context, up Updater, i int) ([]string, error) {
 	type result struct {
 		ks  []string
@@ -392,6 +396,14 @@ func (ps *policyState) fetch(ctx context.Context, up Updater, i int) ([]string, 
 		}
 		raw = r.ks
 	case <-ctx.Done():
+		// Give a Fetch that heeds its ctx a moment to return, so that a
+		// next refresh does not overlap it; abandon one that does not.
+		t := time.NewTimer(fetchGrace)
+		defer t.Stop()
+		select {
+		case <-res:
+		case <-t.C:
+		}
 		return nil, fmt.Errorf("updater abandoned: %w", ctx.Err())
 	}
 	seen := make(map[string]bool, len(raw))

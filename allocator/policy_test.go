@@ -280,11 +280,18 @@ func TestPolicyRefreshNeverSlowsMalloc(t *testing.T) {
 			t.Fatalf("%d refreshes, want 1", n)
 		}
 		ok(t, a.Close())
-		src.mu.Lock()
-		ctxErr := src.ctxErr
-		src.mu.Unlock()
-		if ctxErr == nil {
-			t.Fatal("Close returned before the blocked refresh ended")
+		// Close cancelled the refresh; the Fetch, abandoned by then, sees it
+		// on its own goroutine.
+		for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			src.mu.Lock()
+			ctxErr := src.ctxErr
+			src.mu.Unlock()
+			if ctxErr != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("Close did not cancel the blocked refresh")
+			}
 		}
 
 		// An updater that ignores its ctx is abandoned at the end of the

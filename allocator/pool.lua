@@ -4,9 +4,9 @@
 -- that every script moves a resource between free, leased and quarantined
 -- the same way.
 --
--- KEYS[1..11] (internal/keys Pool.Scripts):
+-- KEYS[1..12] (internal/keys Pool.Scripts):
 --   items, free, timers, holders, seq, fence, sessl, waitq, waitd, granted,
---   perm
+--   perm, cancelled
 -- ARGV[1]: the time in ms, or "" for the server's clock (tests set it).
 --
 -- A member's record in items is "<priority> <free seq> <generation>
@@ -34,7 +34,7 @@
 
 local K_ITEMS, K_FREE, K_TIMERS, K_HOLDERS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_SEQ, K_FENCE, K_SESSL, K_WAITQ = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local K_WAITD, K_GRANTED, K_PERM = KEYS[9], KEYS[10], KEYS[11]
+local K_WAITD, K_GRANTED, K_PERM, K_CANCELLED = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 
 local NOW = tonumber(ARGV[1])
 if not NOW then
@@ -48,6 +48,17 @@ local FENCE_LIFE = 86400000
 -- A hand-off to a waiter that asked for a permanent lease is provisional
 -- for this long, until the waiter confirms it (see grant_to).
 local PROVISIONAL = 30000
+
+-- A caller that gives up on a request of unknown outcome (its reply was
+-- lost) cancels its token: a tombstone in cancelled, kept this long, makes
+-- the request refuse to grant anything if it reaches Redis only later.
+local CANCEL_LIFE = 600000
+
+-- cancel records the tombstone of token and drops the expired ones.
+local function cancel(token)
+  redis.call('ZADD', K_CANCELLED, NOW, token)
+  redis.call('ZREMRANGEBYSCORE', K_CANCELLED, '-inf', NOW - CANCEL_LIFE)
+end
 
 -- ms formats a time or fence in ms for a record (exact up to 2^53).
 local function ms(n)

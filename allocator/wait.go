@@ -109,6 +109,10 @@ func (w *waiter) turnAndWait(ctx context.Context, ch <-chan grantMsg) (*Lease, e
 	switch code, _ := r[0].(int64); code {
 	case -1:
 		return nil, fmt.Errorf("%w: session %s", ErrSessionLost, w.sess)
+	case -2:
+		// Our own token is cancelled: only leave does that, and only when
+		// the call ends, so this cannot happen while we wait.
+		return nil, fmt.Errorf("%w: wait turn after the waiter left", script.ErrReply)
 	case 1:
 		if len(r) != 4 {
 			return nil, fmt.Errorf("%w: wait reply of %d values", script.ErrReply, len(r))

@@ -9,11 +9,15 @@
 -- handed is 1 for a hand-off (provisional until the waiter renews it, see
 -- grant_to), 0 for a lease taken in this turn with the TTL asked for. {0}
 -- when it waits, {-1} when the session lapsed (the waiter leaves the queue
--- and any hand-off goes back).
+-- and any hand-off goes back), {-2} when the waiter has left (leave.lua
+-- cancelled its token) and this turn arrived late: nothing happens.
 -- A lease taken in this turn is recorded in granted like a hand-off, so that
 -- a turn whose reply was lost is found by the next turn or by leave.lua.
 local L = lib()
 local best_free, holder, grant, session_live, live_head, end_lease, drain, reclaim = L.best_free, L.holder, L.grant, L.session_live, L.live_head, L.end_lease, L.drain, L.reclaim
+if redis.call('ZSCORE', K_CANCELLED, ARGV[4]) then
+  return {-2} -- the waiter left already: this turn arrived late
+end
 reclaim(tonumber(ARGV[2]))
 drain()
 local ttl, token, sess, id = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]

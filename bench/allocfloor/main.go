@@ -96,7 +96,7 @@ func run(rounds, calls int) error {
 		return err
 	}
 	var ks []string
-	for _, part := range []string{"items", "free", "timers", "holders", "seq", "fence", "sessl", "waitq", "waitd", "granted", "perm"} {
+	for _, part := range []string{"items", "free", "timers", "holders", "seq", "fence", "sessl", "waitq", "waitd", "granted", "perm", "cancelled"} {
 		ks = append(ks, "{allocfloor|allocator}|"+part)
 	}
 	fm, ff := redis.NewScript(flatMalloc), redis.NewScript(flatFree)

@@ -37,6 +37,7 @@
 //	T|waitd       [HASH]   waiter id → "<until ms> <ttl ms> <token> <session> <channel>"
 //	T|granted     [HASH]   waiter id → "<fence> <deadline> <resource>" of its lease
 //	T|perm        [ZSET]   "<token>|<resource>" of each permanent lease (score 0)
+//	T|cancelled   [ZSET]   token → when (ms) its caller gave up on an operation of unknown outcome
 //	T|bind|<name> [STRING] soft binding: "<expiry ms or 0> <generation> <resource>"
 //	T|wake|<id>   [channel] hand-offs to the waiters of one Allocator value
 //	<prefix>|<suffix>-refresh:update  [STRING] the pool refresher's lock (a
@@ -257,10 +258,10 @@ func NewPool(prefix, suffix string) Pool { return Pool{tag: Tag(prefix, suffix)}
 func (p Pool) Tag() string { return p.tag }
 
 // poolParts lists the fixed keys of a pool, in the order of Scripts.
-var poolParts = []string{"items", "free", "timers", "holders", "seq", "fence", "sessl", "waitq", "waitd", "granted", "perm"}
+var poolParts = []string{"items", "free", "timers", "holders", "seq", "fence", "sessl", "waitq", "waitd", "granted", "perm", "cancelled"}
 
 // PoolKeyCount is the number of keys Scripts returns.
-const PoolKeyCount = 11
+const PoolKeyCount = 12
 
 // Scripts returns the fixed keys every allocator script takes, KEYS[1] to
 // KEYS[PoolKeyCount], in the order of the layout above, followed by extra
