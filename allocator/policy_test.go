@@ -263,7 +263,8 @@ func TestPolicyRefreshNeverSlowsMalloc(t *testing.T) {
 			for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
 				start := time.Now()
 				l := must[*allocator.Lease](t)(x.MallocLease(ctx))
-				if took := time.Since(start); took > 50*time.Millisecond {
+				// A blocked refresh would hold malloc for its whole 1 s.
+				if took := time.Since(start); took > 500*time.Millisecond {
 					t.Fatalf("malloc took %v while a refresh was blocked", took)
 				}
 				ok(t, l.Free(ctx))
@@ -318,7 +319,7 @@ func TestPolicyRefreshNeverSlowsMalloc(t *testing.T) {
 		}
 		start := time.Now()
 		ok(t, b.Close())
-		if took := time.Since(start); took > interval+50*time.Millisecond {
+		if took := time.Since(start); took > interval+300*time.Millisecond {
 			t.Fatalf("Close took %v with a hanging updater", took)
 		}
 	})
