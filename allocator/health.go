@@ -183,14 +183,24 @@ func runCheck(ctx context.Context, check CheckFunc, key string, timeout time.Dur
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	res := make(chan error, 1) // buffered: an abandoned check does not block
+	entered := make(chan bool, 1)
 	go func() {
 		defer func() {
 			if r := recover(); r != nil {
 				res <- fmt.Errorf("%w: %v", ErrCheckPanic, r)
 			}
 		}()
+		if cctx.Err() != nil {
+			entered <- false
+			res <- cctx.Err()
+			return
+		}
+		entered <- true
 		res <- check(cctx, key)
 	}()
+	// Wait until the goroutine has called check or decided not to, so that
+	// no check starts after the run (or a Stop) has returned.
+	<-entered
 	var err error
 	select {
 	case err = <-res:
