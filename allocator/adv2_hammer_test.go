@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -183,15 +182,7 @@ func TestAdv2HammerSessions(t *testing.T) {
 				probs.Store(fmt.Sprintf("lease on %q still there after its TTL: %+v", k, l), true)
 			}
 		}
-		var ps []string
-		probs.Range(func(k, _ any) bool { ps = append(ps, k.(string)); return true })
-		ps = append(ps, iv.check()...)
 		t.Logf("%d leases checked, %d sessions, %d ops", nLeases.Load(), nSess.Load(), nOps.Load())
-		if len(ps) > 0 {
-			if len(ps) > 20 {
-				ps = ps[:20]
-			}
-			t.Fatalf("problems:\n%s", strings.Join(ps, "\n"))
-		}
+		reportProblems(t, &probs, iv)
 	})
 }

@@ -46,8 +46,8 @@ func TestAdv3HealthMixed(t *testing.T) {
 				<-ctx.Done()
 				return ctx.Err()
 			case "r4":
-				var m map[string]int
-				m["x"] = 1 // runtime panic
+				var s []int
+				_ = s[len(key)] // runtime panic: index out of range
 			}
 			time.Sleep(5 * time.Millisecond)
 			return nil

@@ -65,6 +65,21 @@ func (iv *intervals) check() []string {
 	return out
 }
 
+// reportProblems fails t with the problems a hammer recorded and those of
+// its intervals (the first 20).
+func reportProblems(t *testing.T, probs *sync.Map, iv *intervals) {
+	t.Helper()
+	var ps []string
+	probs.Range(func(k, _ any) bool { ps = append(ps, k.(string)); return true })
+	ps = append(ps, iv.check()...)
+	if len(ps) > 20 {
+		ps = ps[:20]
+	}
+	if len(ps) > 0 {
+		t.Fatalf("problems:\n%s", strings.Join(ps, "\n"))
+	}
+}
+
 // advHold keeps l for a while (maybe renewing), then frees it or lets it run
 // out, and records the interval.
 func advHold(ctx context.Context, rng *rand.Rand, iv *intervals, l *allocator.Lease, start time.Time, who string) {
@@ -76,9 +91,6 @@ func advHold(ctx context.Context, rng *rand.Rand, iv *intervals, l *allocator.Le
 	end := time.Now()
 	if v := l.ValidUntil(); !v.IsZero() && v.Before(end) {
 		end = v
-	}
-	if l.Err() != nil && !errors.Is(l.Err(), allocator.ErrFreed) {
-		// lost: validity already bounded end
 	}
 	if l.TTL() > 0 && rng.IntN(8) == 0 {
 		// drop it: it runs out by itself
@@ -186,15 +198,7 @@ func TestAdvHammerIntervals(t *testing.T) {
 		time.Sleep(6 * time.Second)
 		stop.Store(true)
 		wg.Wait()
-		var ps []string
-		probs.Range(func(k, _ any) bool { ps = append(ps, k.(string)); return true })
-		ps = append(ps, iv.check()...)
 		t.Logf("%d leases checked, %d ops", nLeases.Load(), nOps.Load())
-		if len(ps) > 0 {
-			if len(ps) > 20 {
-				ps = ps[:20]
-			}
-			t.Fatalf("problems:\n%s", strings.Join(ps, "\n"))
-		}
+		reportProblems(t, &probs, iv)
 	})
 }

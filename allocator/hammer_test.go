@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -127,29 +126,19 @@ func readHolds(t *testing.T, path string) []hold {
 }
 
 // checkHolds checks that the intervals of each resource are disjoint and
-// that fences grow with time.
+// that fences grow with time (intervals.check).
 func checkHolds(t *testing.T, holds []hold) {
 	t.Helper()
 	if len(holds) < 100 {
 		t.Fatalf("only %d leases recorded", len(holds))
 	}
-	byKey := map[string][]hold{}
+	iv := &intervals{}
 	for _, h := range holds {
-		byKey[h.key] = append(byKey[h.key], h)
+		iv.add(interval{key: h.key, fence: h.fence, start: time.Unix(0, h.start), end: time.Unix(0, h.end)})
 	}
-	for k, hs := range byKey {
-		slices.SortFunc(hs, func(a, b hold) int { return int(a.start - b.start) })
-		for i := 1; i < len(hs); i++ {
-			if hs[i].start < hs[i-1].end {
-				t.Fatalf("%s leased twice at once: fence %d [%d, %d] and fence %d [%d, %d]",
-					k, hs[i-1].fence, hs[i-1].start, hs[i-1].end, hs[i].fence, hs[i].start, hs[i].end)
-			}
-			if hs[i].fence <= hs[i-1].fence {
-				t.Fatalf("%s: fence %d after fence %d", k, hs[i].fence, hs[i-1].fence)
-			}
-		}
+	if ps := iv.check(); len(ps) > 0 {
+		t.Fatalf("%d problems, first: %s", len(ps), ps[0])
 	}
-	slices.SortFunc(holds, func(a, b hold) int { return int(a.start - b.start) })
 }
 
 // runHammer is the body of a hammer process; it returns the exit code.

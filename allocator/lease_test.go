@@ -49,7 +49,7 @@ func TestLeaseKeepAliveAndLost(t *testing.T) {
 			t.Fatalf("valid until %v after the malloc began, past the TTL", vu.Sub(start))
 		}
 		<-l2.Lost()
-		time.Sleep(start.Add(250 * time.Millisecond).Sub(time.Now()))
+		time.Sleep(time.Until(start.Add(250 * time.Millisecond)))
 		if err := l2.KeepAlive(ctx); !errors.Is(err, allocator.ErrNotHeld) {
 			t.Fatalf("KeepAlive of a lost lease: %v", err)
 		}

@@ -29,7 +29,7 @@ func TestModelMatchesRedis(t *testing.T) {
 	forTargets(t, func(t *testing.T, tg target) {
 		for seed := range seeds {
 			t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
-				runModelDiff(t, tg, uint64(seed), steps)
+				runModelDiff(t, tg, uint64(seed), steps, 3, modelNames)
 			})
 		}
 	})
@@ -37,15 +37,15 @@ func TestModelMatchesRedis(t *testing.T) {
 
 // heldLease is a lease the differential test may free or renew.
 type heldLease struct {
-	l     *allocator.Lease
-	token string // the model's token for it
+	l *allocator.Lease
 }
 
-func runModelDiff(t *testing.T, tg target, seed uint64, steps int) {
+// runModelDiff applies steps random operations to Redis and the model with
+// the given reclaim budget, over names, comparing after each.
+func runModelDiff(t *testing.T, tg target, seed uint64, steps, budget int, names []string) {
 	ctx := context.Background()
-	rng := rand.New(rand.NewPCG(seed, 99))
+	rng := rand.New(rand.NewPCG(seed, uint64(budget)))
 	clock := newFakeClock()
-	const budget = 3
 	a := tg.newAlloc(t, allocator.WithClock(clock.Now), allocator.WithReclaimBudget(budget))
 	sh, err := allocator.New(tg.client(t), a.Prefix(), allocator.WithClock(clock.Now), allocator.WithReclaimBudget(budget), allocator.WithShared())
 	ok(t, err)
@@ -55,19 +55,21 @@ func runModelDiff(t *testing.T, tg target, seed uint64, steps int) {
 	var fenceBase int64
 	var log []string
 
-	pick := func() string { return modelNames[rng.IntN(len(modelNames))] }
+	pick := func() string { return names[rng.IntN(len(names))] }
 	some := func() []string {
-		out := make([]string, 1+rng.IntN(3))
+		out := make([]string, 1+rng.IntN(4))
 		for i := range out {
 			out[i] = pick()
 		}
 		return out
 	}
-	ttls := []time.Duration{0, 50 * time.Millisecond, 200 * time.Millisecond, time.Second}
+	// Long real-time TTLs keep the handles valid locally; the fake clock
+	// makes them expire on the server.
+	ttls := []time.Duration{0, 50 * time.Millisecond, 200 * time.Millisecond, time.Second, time.Hour}
 	prios := []float64{0, 1, -1, 2.5}
 	fail := func(format string, args ...any) {
 		t.Helper()
-		t.Fatalf("seed %d step %d: %s\nhistory:\n%s", seed, len(log), fmt.Sprintf(format, args...), strings.Join(log, "\n"))
+		t.Fatalf("seed %d budget %d step %d: %s\nhistory:\n%s", seed, budget, len(log), fmt.Sprintf(format, args...), strings.Join(log, "\n"))
 	}
 	checkFences := func(ls []*allocator.Lease, fences []int64) {
 		t.Helper()
@@ -80,13 +82,16 @@ func runModelDiff(t *testing.T, tg target, seed uint64, steps int) {
 			}
 		}
 	}
-
+	// keys on the server vs model, for the read paths.
 	for step := 0; step < steps; step++ {
-		op := rng.IntN(20)
+		op := rng.IntN(26)
 		var desc string
 		switch op {
-		case 0, 1: // Extend / Assign
+		case 0, 1, 2: // Extend / Assign, TTL or none on existing members
 			ns, ttl, p := some(), ttls[rng.IntN(len(ttls))], prios[rng.IntN(len(prios))]
+			if rng.IntN(3) == 0 {
+				ttl = 0
+			}
 			assign := op == 1 && rng.IntN(3) == 0
 			desc = fmt.Sprintf("extend assign=%v %q ttl=%v prio=%v", assign, ns, ttl, p)
 			var got [2]int
@@ -100,25 +105,25 @@ func runModelDiff(t *testing.T, tg target, seed uint64, steps int) {
 			if got != [2]int{wa, wr} {
 				fail("%s: got %v, model %v", desc, got, [2]int{wa, wr})
 			}
-		case 2:
+		case 3:
 			ns := some()
 			desc = fmt.Sprintf("shrink %q", ns)
 			if got, want := must[int](t)(a.Shrink(ctx, ns...)), m.shrink(ns); got != want {
 				fail("%s: got %d, model %d", desc, got, want)
 			}
-		case 3:
-			if rng.IntN(4) != 0 {
+		case 4:
+			if rng.IntN(6) != 0 {
 				continue
 			}
 			desc = "clear"
 			if got, want := must[int](t)(a.Clear(ctx)), m.clear(); got != want {
 				fail("clear: got %d, model %d", got, want)
 			}
-		case 4, 5, 6: // malloc, maybe bound
+		case 5, 6, 7, 8: // malloc, maybe bound
 			ttl := ttls[rng.IntN(len(ttls))]
 			opts := []allocator.MallocOption{allocator.WithLeaseTTL(ttl)}
 			bindName, bindTTL := "", time.Duration(0)
-			if rng.IntN(2) == 0 {
+			if rng.IntN(3) == 0 {
 				bindName, bindTTL = fmt.Sprint("client", rng.IntN(3)), ttls[rng.IntN(len(ttls))]
 				opts = append(opts, allocator.WithBind(bindName, bindTTL))
 			}
@@ -138,12 +143,13 @@ func runModelDiff(t *testing.T, tg target, seed uint64, steps int) {
 			case l.Key() != wn[0]:
 				fail("%s: leased %q, model %q", desc, l.Key(), wn[0])
 			default:
+				desc += " → " + l.Key()
 				checkFences([]*allocator.Lease{l}, wf)
 				m.leases[l.Key()].token = l.Token()
 				held = append(held, heldLease{l: l})
 			}
-		case 7: // MallocN
-			n, ttl := 1+rng.IntN(3), ttls[rng.IntN(len(ttls))]
+		case 9: // MallocN, n up to the pool size and beyond
+			n, ttl := 1+rng.IntN(len(names)+1), ttls[rng.IntN(len(ttls))]
 			desc = fmt.Sprintf("mallocN %d ttl=%v", n, ttl)
 			ls, err := a.MallocN(ctx, n, allocator.WithLeaseTTL(ttl))
 			wn, wf := m.malloc(n, ttl.Milliseconds(), "", "", 0)
@@ -158,15 +164,19 @@ func runModelDiff(t *testing.T, tg target, seed uint64, steps int) {
 				var got []string
 				for _, l := range ls {
 					got = append(got, l.Key())
+					if m.leases[l.Key()] == nil {
+						fail("%s: got %q, model %q", desc, got, wn)
+					}
 					m.leases[l.Key()].token = l.Token()
 					held = append(held, heldLease{l: l})
 				}
 				if !slices.Equal(got, wn) {
 					fail("%s: got %q, model %q", desc, got, wn)
 				}
+				desc += fmt.Sprintf(" → %q", got)
 				checkFences(ls, wf)
 			}
-		case 8, 9: // Free
+		case 10, 11: // Free
 			if len(held) == 0 {
 				continue
 			}
@@ -179,7 +189,7 @@ func runModelDiff(t *testing.T, tg target, seed uint64, steps int) {
 			if (err == nil) != (want == 1) || (err != nil && !errors.Is(err, allocator.ErrNotHeld)) {
 				fail("%s: err %v, model code %d", desc, err, want)
 			}
-		case 10: // Renew
+		case 12, 13: // Renew, to permanent and back
 			if len(held) == 0 {
 				continue
 			}
@@ -191,22 +201,29 @@ func runModelDiff(t *testing.T, tg target, seed uint64, steps int) {
 				fail("%s: renew of a lost handle succeeded", desc)
 			}
 			if h.l.Err() != nil && !errors.Is(err, allocator.ErrNotHeld) {
-				continue // locally lost before the call: nothing sent
+				continue
+			}
+			if err != nil && !errors.Is(err, allocator.ErrNotHeld) {
+				t.Fatal(err)
+			}
+			if err != nil && !strings.Contains(err.Error(), "ended on the server") {
+				desc += " (locally lost: " + err.Error() + ")"
+				break // lost locally, nothing sent
 			}
 			want := m.renew(h.l.Key(), h.l.Token(), ttl.Milliseconds())
 			if (err == nil) != want {
 				fail("%s: err %v, model %v", desc, err, want)
 			}
-		case 11:
+		case 14:
 			ns := some()
 			desc = fmt.Sprintf("freeKeys %q", ns)
 			if got, want := must[int](t)(a.FreeKeys(ctx, ns...)), m.freeKeys(ns); got != want {
 				fail("%s: got %d, model %d", desc, got, want)
 			}
-		case 12, 13:
+		case 15, 16:
 			ns := some()
-			if op == 12 {
-				d := ttls[1+rng.IntN(len(ttls)-1)]
+			if op == 15 {
+				d := ttls[1+rng.IntN(len(ttls)-2)]
 				desc = fmt.Sprintf("quarantine %q %v", ns, d)
 				if got, want := must[int](t)(a.Quarantine(ctx, d, ns...)), m.quarantine(d.Milliseconds(), ns); got != want {
 					fail("%s: got %d, model %d", desc, got, want)
@@ -217,21 +234,26 @@ func runModelDiff(t *testing.T, tg target, seed uint64, steps int) {
 					fail("%s: got %d, model %d", desc, got, want)
 				}
 			}
-		case 14:
+		case 17: // priority, preferably of leased members
 			ns, p := some(), prios[rng.IntN(len(prios))]
+			for k := range m.leases {
+				if rng.IntN(2) == 0 {
+					ns = append(ns, k)
+				}
+			}
 			desc = fmt.Sprintf("priority %v %q", p, ns)
 			if got, want := must[int](t)(a.SetPriority(ctx, p, ns...)), m.setPriority(p, ns); got != want {
 				fail("%s: got %d, model %d", desc, got, want)
 			}
-		case 15:
-			n := rng.IntN(4)
+		case 18:
+			n := []int{0, 1, 2, 5, 100}[rng.IntN(5)]
 			desc = fmt.Sprintf("gc %d", n)
 			got := must[allocator.GCStats](t)(a.GC(ctx, n))
 			w := m.reclaim(n)
 			if [4]int{got.Leases, got.Sessions, got.Members, got.Quarantines} != w {
 				fail("%s: got %+v, model %v", desc, got, w)
 			}
-		case 16: // bindings
+		case 19: // bindings
 			bn := fmt.Sprint("client", rng.IntN(3))
 			switch rng.IntN(3) {
 			case 0:
@@ -257,24 +279,46 @@ func runModelDiff(t *testing.T, tg target, seed uint64, steps int) {
 				ok(t, a.UnbindSoftBind(ctx, bn))
 				delete(m.binds, bn)
 			}
-		case 17: // shared-mode malloc on the same pool (no leases involved)
-			if rng.IntN(3) != 0 {
-				continue
+		case 20: // shared-mode malloc on the same pool, maybe bound
+			bindName, bindTTL := "", time.Duration(0)
+			var opts []allocator.MallocOption
+			if rng.IntN(2) == 0 {
+				bindName, bindTTL = fmt.Sprint("client", rng.IntN(3)), ttls[rng.IntN(len(ttls))]
+				opts = append(opts, allocator.WithBind(bindName, bindTTL))
 			}
-			desc = "shared malloc"
-			got, found, err := sh.MallocKey(ctx)
+			desc = fmt.Sprintf("shared malloc bind=%q/%v", bindName, bindTTL)
+			got, found, err := sh.MallocKey(ctx, opts...)
 			ok(t, err)
-			if want := m.mallocShared("", 0); got != want || found != (want != "") {
+			if want := m.mallocShared(bindName, bindTTL.Milliseconds()); got != want || found != (want != "") {
 				fail("%s: got %q, model %q", desc, got, want)
 			}
-		default: // time passes
-			d := []time.Duration{10 * time.Millisecond, 60 * time.Millisecond, 300 * time.Millisecond}[rng.IntN(3)]
+			desc += " → " + got
+		case 21: // reads
+			desc = "keys/len/contains"
+			ks := sorted(must[[]string](t)(a.Keys(ctx)))
+			if want := m.keys(); !slices.Equal(ks, want) && !(len(ks) == 0 && len(want) == 0) {
+				fail("keys %q, model %q", ks, want)
+			}
+			if n := must[int](t)(a.Len(ctx)); n != len(m.keys()) {
+				fail("len %d, model %d", n, len(m.keys()))
+			}
+			k := pick()
+			_, in := m.items[k]
+			in = in && !m.expired(k)
+			if got := must[bool](t)(a.Contains(ctx, k)); got != in {
+				fail("contains %q: %v, model %v", k, got, in)
+			}
+		default: // time passes, sometimes exactly onto a deadline
+			d := []time.Duration{1 * time.Millisecond, 10 * time.Millisecond, 49 * time.Millisecond, 50 * time.Millisecond, 60 * time.Millisecond, 200 * time.Millisecond, 300 * time.Millisecond, 2 * time.Second}[rng.IntN(8)]
 			desc = fmt.Sprintf("advance %v", d)
 			clock.Advance(d)
 			m.now = clock.Now().UnixMilli()
 		}
 		log = append(log, desc)
 		compareState(t, a, m, fail)
+		// Safety: the model and Redis agree on the leases; make sure no
+		// resource is both free and leased (Problems does) and that every
+		// free member is unexpired after a malloc found nothing due.
 	}
 }
 

@@ -260,11 +260,8 @@ func (p Pool) Tag() string { return p.tag }
 // poolParts lists the fixed keys of a pool, in the order of Scripts.
 var poolParts = []string{"items", "free", "timers", "holders", "seq", "fence", "sessl", "waitq", "waitd", "granted", "perm", "cancelled"}
 
-// PoolKeyCount is the number of keys Scripts returns.
-const PoolKeyCount = 12
-
 // Scripts returns the fixed keys every allocator script takes, KEYS[1] to
-// KEYS[PoolKeyCount], in the order of the layout above, followed by extra
+// KEYS[12], in the order of the layout above, followed by extra
 // (such as a binding key).
 func (p Pool) Scripts(extra ...string) []string {
 	out := make([]string, 0, len(poolParts)+len(extra))
