@@ -1,0 +1,82 @@
+-- claim.lua: reclaim the expired claims and due retries of some names, then
+-- claim up to n ready tasks of them for a listener.
+-- KEYS[1] T|seq (routing)
+-- ARGV[2] owner, [3] n, [4] lease ms, [5] budget (expired claims and due
+-- retries handled per name), [6] max lost (a task whose claim expired that
+-- many times is dead), [7] dead letters' life ms, [8] count of names,
+-- [9..] names, in the order to serve them.
+-- Reply: {claimed, skipped, next} where claimed is a flat array of
+-- id, token, name, params, expiry ms, attempts failed, deliveries, max
+-- attempts per task; skipped lists "id reason" for tasks dropped without
+-- running; next is the ms until the earliest retry of these names is due
+-- (-1: none).
+local owner, n, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local budget, maxlost, deadlife = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local count = tonumber(ARGV[8])
+local claimed, skipped = {}, {}
+local next = -1
+
+for i = 1, count do
+  local name = ARGV[8 + i]
+  -- Claims that expired: their workers died or stalled.
+  local lapsed = redis.call('ZRANGEBYSCORE', akey(name), '-inf', NOW, 'LIMIT', 0, budget)
+  for _, id in ipairs(lapsed) do
+    redis.call('ZREM', akey(name), id)
+    local k = tkey(id)
+    if redis.call('HGET', k, 's') == 'active' then
+      local lost = redis.call('HINCRBY', k, 'l', 1)
+      if lost >= maxlost then
+        redis.call('ZADD', xkey(name), NOW, id)
+        finish(k, id, name, 'dead', '', 'taskqueue: worker lost ' .. lost .. ' times', deadlife)
+      else
+        redis.call('HSET', k, 's', 'pending', 'tk', '', 'o', '')
+        ready(id, name, true)
+      end
+    end
+  end
+  -- Retries whose back-off ended.
+  local due = redis.call('ZRANGEBYSCORE', dkey(name), '-inf', NOW, 'LIMIT', 0, budget)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', dkey(name), id)
+    if redis.call('HGET', tkey(id), 's') == 'pending' then
+      ready(id, name, false)
+    end
+  end
+  local first = redis.call('ZRANGE', dkey(name), 0, 0, 'WITHSCORES')
+  if first[2] then
+    local wait = math.max(0, tonumber(first[2]) - NOW)
+    if next < 0 or wait < next then next = wait end
+  end
+  redis.call('ZREMRANGEBYSCORE', lkey(name), '-inf', NOW)
+  redis.call('ZREMRANGEBYSCORE', xkey(name), '-inf', NOW - deadlife)
+
+  while n > 0 do
+    local popped = redis.call('ZPOPMIN', qkey(name))
+    local id = popped[1]
+    if not id then break end
+    local k = tkey(id)
+    local f = redis.call('HMGET', k, 's', 'x', 'n', 'p', 'a', 'dl', 'm')
+    if f[1] == 'pending' and f[3] == name then
+      if tonumber(f[2]) <= NOW then
+        finish(k, id, name, 'expired', '', 'taskqueue: task expired before it started',
+          tonumber(redis.call('HGET', k, 'tt')) or 60000)
+        skipped[#skipped + 1] = id .. ' expired'
+      else
+        local tk = claim_for(k, id, name, owner, lease)
+        local n1 = #claimed
+        claimed[n1 + 1], claimed[n1 + 2], claimed[n1 + 3], claimed[n1 + 4] = id, tk, name, f[4]
+        claimed[n1 + 5], claimed[n1 + 6], claimed[n1 + 7], claimed[n1 + 8] = f[2], f[5], tostring(tonumber(f[6]) + 1), f[7]
+        n = n - 1
+      end
+    elseif not f[1] then
+      -- Its record expired (or was deleted) while it was queued.
+      skipped[#skipped + 1] = id .. ' gone'
+    end
+    -- Any other state: a stale entry (the task was withdrawn or taken
+    -- over meanwhile); drop it.
+  end
+  if redis.call('ZCARD', qkey(name)) > 0 then
+    ring(name)
+  end
+end
+return {claimed, skipped, next}

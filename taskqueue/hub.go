@@ -1,0 +1,249 @@
+package taskqueue
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// hub is a Queue value's one subscription, to its channel: it fans the
+// messages about tasks out to the calls waiting for them (however many,
+// over one connection) and hands cancellations to the runner. Messages are
+// hints: a waiter reads the task's state when told, after every
+// (re)subscription, and now and then, so a lost message delays it but never
+// loses a result.
+type hub struct {
+	q       *Queue
+	channel string
+	done    chan struct{}
+
+	mu       sync.Mutex
+	ps       *redis.PubSub
+	starting chan struct{}
+	startErr error
+	ready    bool
+	closed   bool
+	watches  map[string]map[*watch]struct{}
+	kick     chan struct{} // closed and replaced on every (re)subscription
+	exited   chan struct{}
+}
+
+// watch is one call waiting for task id.
+type watch struct {
+	id   string
+	hint chan *Task    // a finished task (nil: read it), buffered 1
+	prog chan Progress // the latest progress, buffered 1
+}
+
+func newHub(q *Queue) *hub {
+	return &hub{
+		q: q, channel: q.keys.Channel(q.id), done: make(chan struct{}),
+		watches: map[string]map[*watch]struct{}{}, kick: make(chan struct{}),
+	}
+}
+
+// ensure subscribes on first use and waits for the confirmation, so that
+// no message sent after a task was submitted is missed. One attempt runs
+// at a time, detached from the callers' contexts.
+func (h *hub) ensure(ctx context.Context) error {
+	h.mu.Lock()
+	switch {
+	case h.closed:
+		h.mu.Unlock()
+		return ErrClosed
+	case h.ready:
+		h.mu.Unlock()
+		return nil
+	}
+	if h.starting == nil {
+		h.starting = make(chan struct{})
+		go h.subscribe(h.starting)
+	}
+	starting := h.starting
+	h.mu.Unlock()
+	select {
+	case <-starting:
+	case <-ctx.Done():
+		return fmt.Errorf("taskqueue: subscribing: %w", ctx.Err())
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.closed:
+		return ErrClosed
+	case h.ready:
+		return nil
+	}
+	return h.startErr
+}
+
+func (h *hub) subscribe(started chan struct{}) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ps := h.q.c.Subscribe(ctx)
+	err := ps.Subscribe(ctx, h.channel)
+	if err == nil {
+		_, err = ps.ReceiveTimeout(ctx, 10*time.Second)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	defer close(started)
+	h.starting = nil
+	if err != nil || h.closed {
+		_ = ps.Close()
+		if err != nil {
+			h.startErr = fmt.Errorf("taskqueue: subscribing to %s: %w", h.channel, err)
+		}
+		return
+	}
+	h.ps, h.ready, h.exited = ps, true, make(chan struct{})
+	go h.receive(ps, h.exited)
+}
+
+func (h *hub) receive(ps *redis.PubSub, exited chan struct{}) {
+	defer close(exited)
+	for {
+		msg, err := ps.Receive(context.Background())
+		if err != nil {
+			select {
+			case <-h.done:
+				return
+			case <-time.After(50 * time.Millisecond): // go-redis reconnects on the next Receive
+			}
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				h.kickAll() // resubscribed: messages may have been lost
+			}
+		case *redis.Message:
+			h.deliver(m.Payload)
+		}
+	}
+}
+
+// deliver routes one message; see internal/keys for their format.
+func (h *hub) deliver(payload string) {
+	if len(payload) < 3 || payload[1] != ' ' {
+		return
+	}
+	kind, rest := payload[0], payload[2:]
+	switch kind {
+	case 'c':
+		h.q.run.cancelRun(rest, ErrCancelled)
+	case 'd':
+		id, body, _ := strings.Cut(rest, "\n")
+		var t *Task
+		if body != "" {
+			var flat []string
+			if json.Unmarshal([]byte(body), &flat) == nil {
+				if tt, err := taskFromFlat(id, toAny(flat)); err == nil && tt.State.Terminal() {
+					t = tt
+				}
+			}
+		}
+		h.each(id, func(w *watch) {
+			select {
+			case w.hint <- t:
+			default:
+			}
+		})
+	case 'p':
+		f := strings.Fields(rest)
+		if len(f) != 4 {
+			return
+		}
+		cur, err1 := strconv.ParseFloat(f[1], 64)
+		total, err2 := strconv.ParseFloat(f[2], 64)
+		if err1 != nil || err2 != nil {
+			return
+		}
+		p := Progress{Current: cur, Total: total, UpdatedAt: msTime(f[3])}
+		h.each(f[0], func(w *watch) {
+			select {
+			case <-w.prog:
+			default:
+			}
+			select {
+			case w.prog <- p:
+			default:
+			}
+		})
+	}
+}
+
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
+func (h *hub) each(id string, f func(*watch)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for w := range h.watches[id] {
+		f(w)
+	}
+}
+
+// watch registers a waiter for task id; call unwatch when done.
+func (h *hub) watch(id string) *watch {
+	w := &watch{id: id, hint: make(chan *Task, 1), prog: make(chan Progress, 1)}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ws := h.watches[id]
+	if ws == nil {
+		ws = map[*watch]struct{}{}
+		h.watches[id] = ws
+	}
+	ws[w] = struct{}{}
+	return w
+}
+
+func (h *hub) unwatch(w *watch) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ws := h.watches[w.id]
+	delete(ws, w)
+	if len(ws) == 0 {
+		delete(h.watches, w.id)
+	}
+}
+
+func (h *hub) kicked() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.kick
+}
+
+func (h *hub) kickAll() {
+	h.mu.Lock()
+	close(h.kick)
+	h.kick = make(chan struct{})
+	h.mu.Unlock()
+}
+
+func (h *hub) close() {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	h.closed = true
+	close(h.done)
+	ps, exited := h.ps, h.exited
+	h.mu.Unlock()
+	if ps != nil {
+		_ = ps.Close()
+		<-exited
+	}
+}

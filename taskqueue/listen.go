@@ -1,0 +1,295 @@
+package taskqueue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redisallocator/redisallocator/internal/script"
+)
+
+// Listen runs the tasks queued under names with the queue's task function
+// (WithTaskFunc) on at most workers goroutines, until ctx ends or the
+// Queue is closed; then it returns nil.
+//
+// While it runs, the queue advertises a listener for each name (what Auto
+// checks), also while every worker is busy. It claims up to as many tasks
+// as it has idle workers in one round trip and, when none is ready, blocks
+// on Redis until one is queued: it does not poll. Every second (or quarter
+// of the visibility timeout, when shorter) it also reclaims the tasks of
+// dead workers and promotes due retries for its names.
+//
+// When ctx ends, Listen stops claiming and withdraws its listeners at once;
+// running tasks get the grace period (WithGracePeriod) to finish. Then
+// their context is cancelled and they are queued again for another
+// worker, at the front and without counting an attempt; Listen waits up to
+// one more grace period (at least a second) for them to return.
+func (q *Queue) Listen(ctx context.Context, names []string, workers int) error {
+	switch {
+	case q.cfg.fn == nil:
+		return ErrNoTaskFunc
+	case len(names) == 0:
+		return fmt.Errorf("%w: no task names", ErrInvalidArgument)
+	case workers < 1:
+		return fmt.Errorf("%w: %d workers, must be ≥ 1", ErrInvalidArgument, workers)
+	case q.isClosed():
+		return ErrClosed
+	}
+	seen := map[string]bool{}
+	var uniq []string
+	for _, n := range names {
+		if err := checkKey("name", n); err != nil {
+			return err
+		}
+		if !seen[n] {
+			seen[n] = true
+			uniq = append(uniq, n)
+		}
+	}
+	names = uniq
+	if err := q.hub.ensure(ctx); err != nil {
+		return err
+	}
+	unlisten := q.run.listen(names)
+	defer q.withdraw(names, unlisten)
+	if err := q.run.beat(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	l := &listener{q: q, names: names, workers: workers, freed: make(chan struct{}, 1)}
+	l.bells = make([]any, 0, len(names)+3)
+	l.bells = append(l.bells, "blpop")
+	for _, n := range names {
+		l.bells = append(l.bells, q.keys.Name("b", n))
+	}
+	runCtx, stopRuns := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stopRuns(context.Canceled)
+	stop, stopCancel := context.WithCancel(ctx)
+	defer stopCancel()
+	go func() {
+		select {
+		case <-q.done:
+			stopCancel()
+		case <-stop.Done():
+		}
+	}()
+	l.dispatch(stop, runCtx)
+
+	grace := q.cfg.grace
+	if q.isClosed() {
+		grace = 0
+	}
+	finished := make(chan struct{})
+	go func() {
+		l.wg.Wait()
+		close(finished)
+	}()
+	select {
+	case <-finished:
+		return nil
+	case <-time.After(grace):
+	}
+	stopRuns(errShutdown)
+	select {
+	case <-finished:
+	case <-time.After(max(grace, time.Second)):
+		q.log.Warn("taskqueue: listener stopped with task functions still running", "names", names)
+	}
+	return nil
+}
+
+// withdraw stops advertising names that no other Listen of this Queue
+// value serves.
+func (q *Queue) withdraw(names []string, unlisten func()) {
+	unlisten()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	q.run.mu.Lock()
+	var gone []string
+	for _, n := range names {
+		if q.run.names[n] == 0 {
+			gone = append(gone, n)
+		}
+	}
+	q.run.mu.Unlock()
+	_, err := q.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, n := range gone {
+			p.ZRem(ctx, q.keys.Name("l", n), q.id)
+		}
+		return nil
+	})
+	if err != nil {
+		q.log.Warn("taskqueue: withdrawing listeners", "names", gone, "err", err)
+	}
+}
+
+// listener is one Listen call.
+type listener struct {
+	q       *Queue
+	names   []string
+	bells   []any // BLPOP and the doorbells of names (the timeout is appended)
+	workers int
+	next    int // where the claim order starts: names take turns first
+
+	mu      sync.Mutex
+	running int
+	freed   chan struct{} // a worker finished (buffered 1)
+	wg      sync.WaitGroup
+}
+
+// reapEvery is how often an idle or busy listener reclaims lost claims.
+func (l *listener) reapEvery() time.Duration {
+	return min(time.Second, l.q.cfg.visibility/4)
+}
+
+func (l *listener) dispatch(ctx, runCtx context.Context) {
+	errWait := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		l.mu.Lock()
+		free := l.workers - l.running
+		l.mu.Unlock()
+		if free == 0 {
+			select {
+			case <-l.freed:
+			case <-ctx.Done():
+			case <-time.After(l.reapEvery()):
+				_, _, _, _ = l.claim(ctx, 0) // reclaim lost claims while busy
+			}
+			continue
+		}
+		tasks, _, next, err := l.claim(ctx, free)
+		if err != nil {
+			if ctx.Err() == nil {
+				l.q.log.Warn("taskqueue: claim failed", "names", l.names, "err", err)
+				sleep(ctx, errWait)
+				errWait = min(2*errWait, 2*time.Second)
+			}
+			continue
+		}
+		errWait = 50 * time.Millisecond
+		for _, t := range tasks {
+			l.mu.Lock()
+			l.running++
+			l.mu.Unlock()
+			l.wg.Add(1)
+			go l.work(runCtx, t)
+		}
+		if len(tasks) == free {
+			continue // there may be more
+		}
+		wait := l.reapEvery()
+		if next >= 0 && next < wait {
+			wait = max(next, 5*time.Millisecond)
+		}
+		if err := l.q.c.Do(ctx, append(l.bells, strconv.FormatFloat(wait.Seconds(), 'f', 3, 64))...).Err(); err != nil &&
+			!errors.Is(err, redis.Nil) && ctx.Err() == nil {
+			l.q.log.Warn("taskqueue: waiting for tasks failed", "names", l.names, "err", err)
+			sleep(ctx, errWait)
+		}
+	}
+}
+
+// claim claims up to n tasks (0: only reclaims lost claims and promotes
+// retries). next is how long until the earliest retry is due (-1: none).
+func (l *listener) claim(ctx context.Context, n int) ([]*Task, []string, time.Duration, error) {
+	q := l.q
+	args := make([]any, 0, 7+len(l.names))
+	args = append(args, q.id, n, millis(q.cfg.visibility), 64, q.cfg.maxLost, millis(q.cfg.deadTTL), len(l.names))
+	for i := range l.names {
+		args = append(args, l.names[(l.next+i)%len(l.names)])
+	}
+	l.next++
+	v, err := q.exec(ctx, claimScript, q.keys.Seq(), args...)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	arr, ok := v.([]any)
+	if !ok || len(arr) != 3 {
+		return nil, nil, 0, fmt.Errorf("%w: claim reply %T", script.ErrReply, v)
+	}
+	flat, err1 := script.Strings(arr[0])
+	skipped, err2 := script.Strings(arr[1])
+	nextMs, err3 := script.Int64(arr[2])
+	if err := errors.Join(err1, err2, err3); err != nil || len(flat)%8 != 0 {
+		return nil, nil, 0, fmt.Errorf("%w: claim reply: %v", script.ErrReply, err)
+	}
+	for _, s := range skipped {
+		id, why, _ := strings.Cut(s, " ")
+		q.log.Warn("taskqueue: skipped a queued task", "id", id, "reason", why)
+	}
+	tasks := make([]*Task, 0, len(flat)/8)
+	for i := 0; i < len(flat); i += 8 {
+		t := &Task{ID: flat[i], token: flat[i+1], Name: flat[i+2], State: Active, q: q}
+		if flat[i+3] != "" {
+			t.Params = []byte(flat[i+3])
+		}
+		t.Expiry = msTime(flat[i+4])
+		t.Attempts, _ = strconv.Atoi(flat[i+5])
+		t.Deliveries, _ = strconv.Atoi(flat[i+6])
+		tasks = append(tasks, t)
+	}
+	next := time.Duration(-1)
+	if nextMs >= 0 {
+		next = time.Duration(nextMs) * time.Millisecond
+	}
+	return tasks, skipped, next, nil
+}
+
+// work runs one claimed task and reports its end.
+func (l *listener) work(runCtx context.Context, t *Task) {
+	defer func() {
+		l.mu.Lock()
+		l.running--
+		l.mu.Unlock()
+		select {
+		case l.freed <- struct{}{}:
+		default:
+		}
+		l.wg.Done()
+	}()
+	q := l.q
+	ctx, end := q.run.start(runCtx, t)
+	res, err := q.call(ctx, t)
+	ended, cause := ctx.Err() != nil, context.Cause(ctx)
+	end()
+	var outcome, val string
+	switch {
+	case err == nil:
+		outcome, val = "ok", string(res)
+	case ended && errors.Is(cause, ErrClaimLost):
+		q.log.Warn("taskqueue: claim lost while the task ran", "id", t.ID, "name", t.Name)
+		return
+	case ended && errors.Is(cause, ErrCancelled):
+		outcome = "cancel"
+	case ended && (errors.Is(cause, errShutdown) || errors.Is(cause, ErrClosed)):
+		outcome = "front"
+	case ended && errors.Is(cause, ErrExpired), errors.Is(err, ErrSkipRetry):
+		outcome, val = "dead", err.Error()
+	default:
+		outcome, val = "fail", err.Error()
+	}
+	dctx, cancel := detached(runCtx)
+	defer cancel()
+	verdict, cerr := q.complete(dctx, t, outcome, val)
+	switch {
+	case cerr != nil:
+		q.log.Warn("taskqueue: reporting a task's end failed; it will be delivered again", "id", t.ID, "err", cerr)
+	case verdict == "lost":
+		q.log.Warn("taskqueue: claim lost before the task's end was stored", "id", t.ID, "name", t.Name)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}

@@ -1,0 +1,448 @@
+package taskqueue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redisallocator/redisallocator/internal/script"
+)
+
+// Query runs task id of the given name with params (encoded as JSON) as
+// policy says (WithPolicy; default Auto) and waits for its result, at most
+// its timeout (WithTimeout). It returns the finished task; the error is
+// nil when the task is Done, else a *TaskError carrying the message of the
+// failure (wherever it ran), or the waiting's own error.
+//
+// Duplicate ids: the id names the task. When task id is pending or
+// running, Query joins it: it waits for that task's result (the name,
+// params and options of the second call are ignored). When task id has
+// finished and its result is still kept, Query returns it at once (with
+// WithOnce, deleting it). Otherwise a new task is created.
+//
+// When ctx ends, or the timeout passes, before the task finished, a Query
+// that created the task cancels it (a worker running it sees its context
+// cancelled); a Query that joined one just stops waiting.
+//
+// Waiting costs no polling: the worker's completion wakes the caller
+// through the Queue value's one subscription, shared by all its waiting
+// calls.
+func (q *Queue) Query(ctx context.Context, id, name string, params any, opts ...QueryOption) (*Task, error) {
+	cfg, p, err := q.prepare(id, name, params, opts)
+	if err != nil {
+		return nil, err
+	}
+	var mode string
+	switch cfg.policy {
+	case Local:
+		if q.cfg.fn == nil {
+			return nil, ErrNoTaskFunc
+		}
+		mode = "l"
+	case Remote, RemoteFirst:
+		mode = "q"
+	case LocalFirst:
+		mode = "q"
+		if q.cfg.fn != nil {
+			mode = "l"
+		}
+	case Auto:
+		mode = "q"
+		if q.cfg.fn != nil {
+			mode = "a"
+		}
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, cfg.timeout, ErrTimeout)
+	defer cancel()
+	if err := q.hub.ensure(ctx); err != nil {
+		return nil, q.waitErr(ctx, id, err)
+	}
+	w := q.hub.watch(id)
+	defer q.hub.unwatch(w)
+	v, err := q.exec(ctx, submitScript, q.keys.Task(id), id, name, p, millis(cfg.timeout), cfg.maxAttempts, q.id, mode, q.id, millis(q.cfg.visibility))
+	if err != nil {
+		return nil, q.waitErr(ctx, id, err)
+	}
+	code, rest, err := reply(v)
+	if err != nil {
+		return nil, err
+	}
+	switch code {
+	case "done":
+		return q.finished(ctx, id, rest, cfg)
+	case "join":
+		return q.await(ctx, w, id, cfg, false)
+	case "q":
+		return q.await(ctx, w, id, cfg, true)
+	case "l":
+		t, err := localTask(id, name, p, rest)
+		if err != nil {
+			return nil, err
+		}
+		return q.runHere(ctx, w, t, cfg)
+	}
+	return nil, fmt.Errorf("%w: submit reply %q", script.ErrReply, code)
+}
+
+// Submit queues task id of the given name with params for listeners,
+// without waiting; Wait, GetTask or a Query with the same id get its
+// result. It reports whether it created the task: false, with nothing
+// changed, when task id already exists (pending, running, or finished and
+// still kept). WithPolicy, WithFallbackAfter, WithOnce and WithProgress do
+// not apply.
+func (q *Queue) Submit(ctx context.Context, id, name string, params any, opts ...QueryOption) (bool, error) {
+	cfg, p, err := q.prepare(id, name, params, opts)
+	if err != nil {
+		return false, err
+	}
+	v, err := q.exec(ctx, submitScript, q.keys.Task(id), id, name, p, millis(cfg.timeout), cfg.maxAttempts, "", "q", q.id, millis(q.cfg.visibility))
+	if err != nil {
+		return false, err
+	}
+	code, _, err := reply(v)
+	if err != nil {
+		return false, err
+	}
+	return code == "q", nil
+}
+
+// Wait waits for the result of task id, submitted by any process, until
+// ctx ends, on the same wake-up path as Query. It returns ErrNotFound when
+// there is no such task. WithOnce and WithProgress apply; the other
+// options do not. Ending ctx does not cancel the task.
+func (q *Queue) Wait(ctx context.Context, id string, opts ...QueryOption) (*Task, error) {
+	if err := checkKey("id", id); err != nil {
+		return nil, err
+	}
+	cfg, err := q.queryConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	if q.isClosed() {
+		return nil, ErrClosed
+	}
+	if err := q.hub.ensure(ctx); err != nil {
+		return nil, err
+	}
+	w := q.hub.watch(id)
+	defer q.hub.unwatch(w)
+	return q.await(ctx, w, id, cfg, false)
+}
+
+// prepare validates a query's arguments and encodes its params.
+func (q *Queue) prepare(id, name string, params any, opts []QueryOption) (queryConfig, string, error) {
+	if err := checkKey("id", id); err != nil {
+		return queryConfig{}, "", err
+	}
+	if err := checkKey("name", name); err != nil {
+		return queryConfig{}, "", err
+	}
+	cfg, err := q.queryConfig(opts)
+	if err != nil {
+		return cfg, "", err
+	}
+	p, err := q.encode(params)
+	if err != nil {
+		return cfg, "", err
+	}
+	if q.isClosed() {
+		return cfg, "", ErrClosed
+	}
+	return cfg, p, nil
+}
+
+// encode turns params into JSON: raw JSON (json.RawMessage or []byte) must
+// be valid, anything else is marshalled.
+func (q *Queue) encode(params any) (string, error) {
+	var b []byte
+	switch v := params.(type) {
+	case json.RawMessage:
+		b = v
+	case []byte:
+		b = v
+	default:
+		var err error
+		if b, err = json.Marshal(params); err != nil {
+			return "", fmt.Errorf("%w: params: %w", ErrInvalidArgument, err)
+		}
+	}
+	if len(b) == 0 {
+		b = []byte("null")
+	}
+	if len(b) > q.cfg.maxPayload {
+		return "", fmt.Errorf("%w: params of %d bytes, limit %d", ErrPayloadTooLarge, len(b), q.cfg.maxPayload)
+	}
+	if !json.Valid(b) {
+		return "", fmt.Errorf("%w: params are not valid JSON", ErrInvalidArgument)
+	}
+	return string(b), nil
+}
+
+// reply splits a script reply {code, rest...}.
+func reply(v any) (string, []any, error) {
+	arr, ok := v.([]any)
+	if !ok || len(arr) == 0 {
+		return "", nil, fmt.Errorf("%w: reply %T", script.ErrReply, v)
+	}
+	code, ok := arr[0].(string)
+	if !ok {
+		return "", nil, fmt.Errorf("%w: reply code %T", script.ErrReply, arr[0])
+	}
+	return code, arr[1:], nil
+}
+
+// localTask builds the task a local run gets from an {"l", token, expiry}
+// reply.
+func localTask(id, name, params string, rest []any) (*Task, error) {
+	ss, err := script.Strings(rest)
+	if err != nil || len(ss) != 2 {
+		return nil, fmt.Errorf("%w: claim for a local run: %v", script.ErrReply, rest)
+	}
+	return &Task{ID: id, Name: name, Params: json.RawMessage(params), State: Active, Expiry: msTime(ss[1]), token: ss[0]}, nil
+}
+
+// finished returns a terminal task from its record, deleting it first
+// when once is asked.
+func (q *Queue) finished(ctx context.Context, id string, rest []any, cfg queryConfig) (*Task, error) {
+	if cfg.once {
+		return q.look(ctx, id, cfg, "")
+	}
+	if len(rest) != 1 {
+		return nil, fmt.Errorf("%w: record reply", script.ErrReply)
+	}
+	t, err := taskFromFlat(id, rest[0])
+	if err != nil {
+		return nil, err
+	}
+	return t, t.Err()
+}
+
+// errPending is look's error when the task is not finished yet.
+var errPending = errors.New("pending")
+
+// look reads task id (registering this Queue value to be told about it
+// when qid is set): a terminal task is returned (and deleted with once),
+// errPending when it runs, ErrNotFound when there is none.
+func (q *Queue) look(ctx context.Context, id string, cfg queryConfig, qid string) (*Task, error) {
+	once := "0"
+	if cfg.once {
+		once = "1"
+	}
+	v, err := q.exec(ctx, lookScript, q.keys.Task(id), qid, once)
+	if err != nil {
+		return nil, err
+	}
+	code, rest, err := reply(v)
+	if err != nil {
+		return nil, err
+	}
+	switch code {
+	case "none":
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
+	case "done", "wait":
+		if len(rest) != 1 {
+			return nil, fmt.Errorf("%w: look reply", script.ErrReply)
+		}
+		t, err := taskFromFlat(id, rest[0])
+		if err != nil {
+			return nil, err
+		}
+		if code == "wait" {
+			return t, errPending
+		}
+		return t, t.Err()
+	}
+	return nil, fmt.Errorf("%w: look reply %q", script.ErrReply, code)
+}
+
+// await waits for task id to finish. owner is set for the query that
+// queued the task: it cancels the task when it gives up, and falls back to
+// a local run as its policy says.
+func (q *Queue) await(ctx context.Context, w *watch, id string, cfg queryConfig, owner bool) (*Task, error) {
+	var fallback <-chan time.Time
+	canFallBack := owner && q.cfg.fn != nil && (cfg.policy == RemoteFirst || cfg.policy == Auto)
+	if canFallBack {
+		t := time.NewTimer(cfg.fallback)
+		defer t.Stop()
+		fallback = t.C
+	}
+	// A safety net: the state is read now and then, so a lost message
+	// delays the caller at most this long.
+	safety := time.NewTicker(safetyEvery)
+	defer safety.Stop()
+	check := !owner // a joiner or Wait reads the state first (and registers)
+	var lastProg time.Time
+	for {
+		if check {
+			check = false
+			t, err := q.look(ctx, id, cfg, q.id)
+			switch {
+			case errors.Is(err, errPending):
+				if cfg.progress != nil && t.Progress.UpdatedAt.After(lastProg) {
+					lastProg = t.Progress.UpdatedAt
+					cfg.progress(t.Progress)
+				}
+			case err == nil || errors.As(err, new(*TaskError)):
+				if canFallBack && t.State == Dead {
+					return q.takeOver(ctx, w, id, cfg)
+				}
+				return t, err
+			case errors.Is(err, ErrNotFound):
+				return nil, err
+			default:
+				if ctx.Err() != nil {
+					return nil, q.giveUp(ctx, id, owner)
+				}
+				q.log.Warn("taskqueue: reading a task failed", "id", id, "err", err)
+			}
+		}
+		kick := q.hub.kicked()
+		select {
+		case t := <-w.hint:
+			if t == nil || cfg.once {
+				check = true
+				continue
+			}
+			if canFallBack && t.State == Dead {
+				return q.takeOver(ctx, w, id, cfg)
+			}
+			return t, t.Err()
+		case p := <-w.prog:
+			if cfg.progress != nil && !p.UpdatedAt.Before(lastProg) {
+				lastProg = p.UpdatedAt
+				cfg.progress(p)
+			}
+		case <-kick:
+			check = true
+		case <-safety.C:
+			check = true
+		case <-fallback:
+			return q.takeOver(ctx, w, id, cfg)
+		case <-ctx.Done():
+			return nil, q.giveUp(ctx, id, owner)
+		case <-q.done:
+			return nil, ErrClosed
+		}
+	}
+}
+
+// safetyEvery is how often a waiting call reads its task's state in case
+// a message was lost.
+const safetyEvery = 5 * time.Second
+
+// giveUp ends a wait whose ctx ended; the owner cancels the task.
+func (q *Queue) giveUp(ctx context.Context, id string, owner bool) error {
+	if owner {
+		dctx, cancel := detached(ctx)
+		defer cancel()
+		if _, err := q.Cancel(dctx, id); err != nil {
+			q.log.Warn("taskqueue: cancelling an abandoned task failed", "id", id, "err", err)
+		}
+	}
+	return q.waitErr(ctx, id, ctx.Err())
+}
+
+// waitErr describes err of a wait for task id: ErrTimeout when the query's
+// timeout passed.
+func (q *Queue) waitErr(ctx context.Context, id string, err error) error {
+	if errors.Is(context.Cause(ctx), ErrTimeout) {
+		return fmt.Errorf("taskqueue: task %q: %w", id, ErrTimeout)
+	}
+	return fmt.Errorf("taskqueue: task %q: %w", id, err)
+}
+
+// takeOver claims task id for a local run (RemoteFirst's fallback): it
+// can no longer run, or store a result, anywhere else.
+func (q *Queue) takeOver(ctx context.Context, w *watch, id string, cfg queryConfig) (*Task, error) {
+	v, err := q.exec(ctx, stealScript, q.keys.Task(id), id, q.id, millis(q.cfg.visibility))
+	if err != nil {
+		return nil, q.waitErr(ctx, id, err)
+	}
+	code, rest, err := reply(v)
+	if err != nil {
+		return nil, err
+	}
+	switch code {
+	case "none":
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
+	case "done":
+		return q.finished(ctx, id, rest, cfg)
+	case "l":
+		t, err := q.look(ctx, id, queryConfig{}, "")
+		if !errors.Is(err, errPending) {
+			// It cannot change between the two scripts but by another
+			// take-over; wait for whoever has it.
+			return q.await(ctx, w, id, cfg, false)
+		}
+		lt, err := localTask(id, t.Name, string(t.Params), rest)
+		if err != nil {
+			return nil, err
+		}
+		lt.Deliveries, lt.Attempts = t.Deliveries, t.Attempts
+		cfg.policy = Local
+		return q.runHere(ctx, w, lt, cfg)
+	}
+	return nil, fmt.Errorf("%w: steal reply %q", script.ErrReply, code)
+}
+
+// runHere runs t, claimed for this Queue value, with the local task
+// function, and records its end. LocalFirst hands a failed run to the
+// listeners and waits for them.
+func (q *Queue) runHere(ctx context.Context, w *watch, t *Task, cfg queryConfig) (*Task, error) {
+	t.q = q
+	rctx, end := q.run.start(ctx, t)
+	res, err := q.call(rctx, t)
+	ended, cause := rctx.Err() != nil, context.Cause(rctx)
+	end()
+	outcome, val := "ok", string(res)
+	switch {
+	case err == nil:
+	case ended && errors.Is(cause, ErrClaimLost):
+		// Someone else has the task now: wait for their result.
+		return q.await(ctx, w, t.ID, cfg, false)
+	case ctx.Err() != nil || ended && errors.Is(cause, ErrCancelled):
+		outcome, val = "cancel", ""
+	case cfg.policy == LocalFirst:
+		outcome, val = "requeue", ""
+	default:
+		outcome, val = "failed", err.Error()
+	}
+	dctx, cancel := detached(ctx)
+	defer cancel()
+	verdict, cerr := q.complete(dctx, t, outcome, val)
+	if cerr != nil {
+		return nil, fmt.Errorf("taskqueue: recording the end of task %q: %w", t.ID, cerr)
+	}
+	switch {
+	case verdict == "lost":
+		return q.await(ctx, w, t.ID, cfg, false)
+	case outcome == "requeue":
+		q.log.Info("taskqueue: local run failed; the task goes to listeners", "id", t.ID, "err", err)
+		cfg.policy = Remote
+		return q.await(ctx, w, t.ID, cfg, true)
+	case outcome == "cancel":
+		return nil, q.waitErr(ctx, t.ID, cmpErr(ctx.Err(), ErrCancelled))
+	}
+	t.q, t.token = nil, ""
+	t.Finished = time.Now()
+	if outcome == "ok" {
+		t.State, t.Result = Done, res
+	} else {
+		t.State, t.Error = Failed, val
+	}
+	if cfg.once {
+		if _, err := q.look(dctx, t.ID, cfg, ""); err != nil && !errors.As(err, new(*TaskError)) {
+			q.log.Warn("taskqueue: deleting a read-once result failed", "id", t.ID, "err", err)
+		}
+	}
+	return t, t.Err()
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,118 @@
+-- queue.lua: prelude of every task queue script (scripts.go joins it before
+-- the operation). It reads the clock and holds the transitions several
+-- operations share, so that a task moves between its states the same way
+-- everywhere.
+--
+-- ARGV[1] is the namespace's hash tag T, with its braces. Every key a script
+-- touches starts with T and so lives in one Redis Cluster slot: the fixed
+-- and per-name keys and the per-task keys of the ids it pops are built here
+-- from T (data, never code). KEYS[1] is a key of that slot, for routing.
+--
+-- A task is the hash T|t|<id> (see internal/keys Queue for its fields). Its
+-- state s is one of
+--   pending    in T|q|<name> (ready) or T|d|<name> (retry back-off)
+--   active     in T|a|<name>, scored by its claim's lease deadline; tk is the
+--              claim token, o the owner (a Queue value's id)
+--   done       finished with a result
+--   failed     failed in its caller's process, which has the error
+--   dead       failed its last attempt or was lost too often; in T|x|<name>
+--   cancelled  withdrawn by its caller before it finished
+--   expired    its expiry passed before a worker started it
+-- Terminal tasks keep their key for their result's life (tt ms, dead ones
+-- longer), so a caller can still read them; then Redis drops them.
+
+local T = ARGV[1]
+local t = redis.call('TIME')
+local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local function tkey(id) return T .. '|t|' .. id end
+local function qkey(name) return T .. '|q|' .. name end
+local function akey(name) return T .. '|a|' .. name end
+local function dkey(name) return T .. '|d|' .. name end
+local function xkey(name) return T .. '|x|' .. name end
+local function bkey(name) return T .. '|b|' .. name end
+local function lkey(name) return T .. '|l|' .. name end
+local SEQ = T .. '|seq'
+local NAMES = T .. '|names'
+
+-- Results up to this size travel in the message that tells waiters.
+local INLINE = 65536
+
+local TERMINAL = {done = true, failed = true, dead = true, cancelled = true, expired = true}
+
+-- record returns the task's fields as a flat array (HGETALL).
+local function record(k)
+  return redis.call('HGETALL', k)
+end
+
+-- ring wakes one idle listener of name: the bell holds at most one ring,
+-- which stays until a listener takes it, so no wake-up is lost.
+local function ring(name)
+  local b = bkey(name)
+  if redis.call('LLEN', b) == 0 then
+    redis.call('RPUSH', b, '1')
+  end
+end
+
+-- ready puts a pending task in its name's ready set: at the back (a new
+-- sequence number) or, when front, ahead of every queued task.
+local function ready(id, name, front)
+  local seq = redis.call('INCR', SEQ)
+  if front then seq = -seq end
+  redis.call('ZADD', qkey(name), seq, id)
+  ring(name)
+end
+
+-- tell sends msg to every Queue value waiting for task k (field r: their
+-- ids, space-separated).
+local function tell(k, msg)
+  local r = redis.call('HGET', k, 'r')
+  if r then
+    for qid in string.gmatch(r, '%S+') do
+      redis.call('PUBLISH', T .. '|c|' .. qid, msg)
+    end
+  end
+end
+
+-- finish makes task k (named name, id id) terminal in state st with its
+-- result or error, keeps it for keep ms and tells its waiters.
+local function finish(k, id, name, st, res, err, keep)
+  redis.call('ZREM', akey(name), id)
+  redis.call('HSET', k, 's', st, 'res', res, 'err', err, 'f', NOW, 'tk', '')
+  if keep > 0 then
+    redis.call('PEXPIRE', k, keep)
+  end
+  -- The message carries the record (without the params) when the result
+  -- is small, so that waiters need not read it.
+  if #res + #err <= INLINE then
+    local rec, brief = record(k), {}
+    for i = 1, #rec, 2 do
+      if rec[i] ~= 'p' then
+        brief[#brief + 1], brief[#brief + 2] = rec[i], rec[i + 1]
+      end
+    end
+    tell(k, 'd ' .. id .. '\n' .. cjson.encode(brief))
+  else
+    tell(k, 'd ' .. id)
+  end
+end
+
+-- claim_for makes task k active for owner with a fresh token and a lease
+-- deadline lease ms away, and returns the token. The progress and error of
+-- an earlier run are cleared, so every run starts clean.
+local function claim_for(k, id, name, owner, lease)
+  local tk = tostring(redis.call('INCR', SEQ))
+  redis.call('HSET', k, 's', 'active', 'tk', tk, 'o', owner, 'c', '0', 'err', '', 'res', '')
+  redis.call('HDEL', k, 'pc', 'pt', 'pu')
+  redis.call('HINCRBY', k, 'dl', 1)
+  redis.call('ZADD', akey(name), NOW + lease, id)
+  return tk
+end
+
+-- withdraw takes pending or dead task id out of its name's sets.
+local function withdraw(id, name)
+  redis.call('ZREM', qkey(name), id)
+  redis.call('ZREM', dkey(name), id)
+  redis.call('ZREM', xkey(name), id)
+end
+
