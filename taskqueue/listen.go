@@ -57,7 +57,9 @@ func (q *Queue) Listen(ctx context.Context, names []string, workers int) error {
 		return err
 	}
 	unlisten := q.run.listen(names)
-	defer q.withdraw(names, unlisten)
+	var withdrawOnce sync.Once
+	withdraw := func() { withdrawOnce.Do(func() { q.withdraw(names, unlisten) }) }
+	defer withdraw()
 	if err := q.run.beat(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -80,6 +82,7 @@ func (q *Queue) Listen(ctx context.Context, names []string, workers int) error {
 			stopCancel()
 		case <-stop.Done():
 		}
+		withdraw() // at once, not after the grace period
 	}()
 	l.dispatch(stop, runCtx)
 

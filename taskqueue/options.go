@@ -173,10 +173,12 @@ const (
 	// the task is queued for listeners, from a clean state, and the query
 	// waits for their result.
 	LocalFirst
-	// RemoteFirst queues the task for listeners; when their run fails, or
-	// no result has come by the fallback point (WithFallbackAfter), the
-	// query takes the task over atomically, so it can no longer run
-	// remotely, and runs it locally.
+	// RemoteFirst queues the task for listeners; when no listener has
+	// started it by the fallback point (WithFallbackAfter), or their run
+	// fails, the query takes the task over and runs it locally. Taking
+	// over and a listener's claim exclude each other atomically, so every
+	// attempt runs in one place only: a task a listener started is left to
+	// it (and its result awaited).
 	RemoteFirst
 )
 
@@ -228,9 +230,9 @@ func WithOnce() QueryOption { return func(c *queryConfig) { c.once = true } }
 // retried by listeners after the queue's back-off (WithRetryBackoff).
 func WithMaxAttempts(n int) QueryOption { return func(c *queryConfig) { c.maxAttempts = n } }
 
-// WithFallbackAfter sets when RemoteFirst (and Auto, when it queued the
-// task) stops waiting for listeners and takes the task over to run it
-// locally; the default is half the timeout.
+// WithFallbackAfter sets how long RemoteFirst (and Auto, when it queued
+// the task) waits for a listener to start the task before it takes the
+// task over to run it locally; the default is half the timeout.
 func WithFallbackAfter(d time.Duration) QueryOption { return func(c *queryConfig) { c.fallback = d } }
 
 // WithProgress calls f with the task's progress while Query or Wait waits:

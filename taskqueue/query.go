@@ -263,7 +263,7 @@ func (q *Queue) look(ctx context.Context, id string, cfg queryConfig, qid string
 func (q *Queue) await(ctx context.Context, w *watch, id string, cfg queryConfig, owner bool) (*Task, error) {
 	var fallback <-chan time.Time
 	canFallBack := owner && q.cfg.fn != nil && (cfg.policy == RemoteFirst || cfg.policy == Auto)
-	if canFallBack {
+	if canFallBack && cfg.fallback >= 0 {
 		t := time.NewTimer(cfg.fallback)
 		defer t.Stop()
 		fallback = t.C
@@ -353,8 +353,15 @@ func (q *Queue) waitErr(ctx context.Context, id string, err error) error {
 	return fmt.Errorf("taskqueue: task %q: %w", id, err)
 }
 
-// takeOver claims task id for a local run (RemoteFirst's fallback): it
-// can no longer run, or store a result, anywhere else.
+// awaitRemote waits for a remote run that started, falling back to a
+// local run only when it fails.
+func (q *Queue) awaitRemote(ctx context.Context, w *watch, id string, cfg queryConfig) (*Task, error) {
+	cfg.fallback = -1
+	return q.await(ctx, w, id, cfg, true)
+}
+
+// takeOver claims task id for a local run (RemoteFirst's fallback) unless
+// a listener has started it: it can then no longer run anywhere else.
 func (q *Queue) takeOver(ctx context.Context, w *watch, id string, cfg queryConfig) (*Task, error) {
 	v, err := q.exec(ctx, stealScript, q.keys.Task(id), id, q.id, millis(q.cfg.visibility))
 	if err != nil {
@@ -369,6 +376,10 @@ func (q *Queue) takeOver(ctx context.Context, w *watch, id string, cfg queryConf
 		return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
 	case "done":
 		return q.finished(ctx, id, rest, cfg)
+	case "active":
+		// A listener started it meanwhile: its result is awaited (and,
+		// should it fail, the local run follows).
+		return q.awaitRemote(ctx, w, id, cfg)
 	case "l":
 		t, err := q.look(ctx, id, queryConfig{}, "")
 		if !errors.Is(err, errPending) {
