@@ -837,3 +837,30 @@ func TestBadInput(t *testing.T) {
 		}
 	})
 }
+
+// Ids and names are data: spaces, newlines, braces and other bytes pass
+// through the scripts and messages unchanged.
+func TestOddIDsAndNames(t *testing.T) {
+	forTargets(t, func(t *testing.T, tg target) {
+		e := tg.env(t)
+		worker := e.queue(t, taskqueue.WithTaskFunc(func(ctx context.Context, task *taskqueue.Task) (any, error) {
+			if err := task.Update(ctx, 1, 2); err != nil {
+				return nil, err
+			}
+			return task.ID + "/" + task.Name, nil
+		}))
+		names := []string{"a b", "x\ny", "{tag}", "ü|*?", "d 5 abc"}
+		listen(t, worker, names, 2)
+		caller := e.queue(t)
+		ctx := ctxT(t, 20*time.Second)
+		for i, name := range names {
+			id := fmt.Sprintf("id %d\nwith {odd} bytes \x00 %s", i, name)
+			var prog atomic.Int64
+			task, err := caller.Query(ctx, id, name, nil, taskqueue.WithPolicy(taskqueue.Remote),
+				taskqueue.WithProgress(func(taskqueue.Progress) { prog.Add(1) }))
+			if err != nil || result(t, task) != id+"/"+name || task.ID != id {
+				t.Fatalf("%q: %v", id, err)
+			}
+		}
+	})
+}

@@ -139,7 +139,12 @@ func (h *hub) deliver(payload string) {
 	case 'c':
 		h.q.run.cancelRun(rest, ErrCancelled)
 	case 'd':
-		id, body, _ := strings.Cut(rest, "\n")
+		ns, after, ok := strings.Cut(rest, " ")
+		n, err := strconv.Atoi(ns)
+		if !ok || err != nil || n < 0 || n > len(after) {
+			return
+		}
+		id, body := after[:n], after[n:]
 		var t *Task
 		if body != "" {
 			var flat []string
@@ -156,17 +161,17 @@ func (h *hub) deliver(payload string) {
 			}
 		})
 	case 'p':
-		f := strings.Fields(rest)
+		f := strings.SplitN(rest, " ", 4)
 		if len(f) != 4 {
 			return
 		}
-		cur, err1 := strconv.ParseFloat(f[1], 64)
-		total, err2 := strconv.ParseFloat(f[2], 64)
+		cur, err1 := strconv.ParseFloat(f[0], 64)
+		total, err2 := strconv.ParseFloat(f[1], 64)
 		if err1 != nil || err2 != nil {
 			return
 		}
-		p := Progress{Current: cur, Total: total, UpdatedAt: msTime(f[3])}
-		h.each(f[0], func(w *watch) {
+		p := Progress{Current: cur, Total: total, UpdatedAt: msTime(f[2])}
+		h.each(f[3], func(w *watch) {
 			select {
 			case <-w.prog:
 			default:

@@ -12,5 +12,5 @@ if tonumber(f[3]) <= NOW then
   return 'expired'
 end
 redis.call('HSET', k, 'pc', ARGV[4], 'pt', ARGV[5], 'pu', NOW)
-tell(k, 'p ' .. id .. ' ' .. ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. NOW)
+tell(k, 'p ' .. ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. NOW .. ' ' .. id)
 return 'ok'

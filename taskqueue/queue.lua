@@ -91,9 +91,9 @@ local function finish(k, id, name, st, res, err, keep)
         brief[#brief + 1], brief[#brief + 2] = rec[i], rec[i + 1]
       end
     end
-    tell(k, 'd ' .. id .. '\n' .. cjson.encode(brief))
+    tell(k, 'd ' .. #id .. ' ' .. id .. cjson.encode(brief))
   else
-    tell(k, 'd ' .. id)
+    tell(k, 'd ' .. #id .. ' ' .. id)
   end
 end
 

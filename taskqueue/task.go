@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -99,6 +100,9 @@ func (t *Task) Err() error {
 func (t *Task) Update(ctx context.Context, current, total float64) error {
 	if t.q == nil {
 		return fmt.Errorf("%w: Update on a task that is not running here", ErrInvalidArgument)
+	}
+	if math.IsNaN(current) || math.IsInf(current, 0) || math.IsNaN(total) || math.IsInf(total, 0) {
+		return fmt.Errorf("%w: progress %v/%v", ErrInvalidArgument, current, total)
 	}
 	if !time.Now().Before(t.Expiry) {
 		return fmt.Errorf("taskqueue: task %q: %w", t.ID, ErrExpired)

@@ -16,8 +16,9 @@ package keys
 //	T|l|<name>  [ZSET]   taskqueue.Queue value ids listening to name → liveness deadline (ms)
 //	T|seq       [STRING] counter of ready sequence numbers and claim tokens
 //	T|names     [SET]    every task name used
-//	T|c|<qid>   [channel] messages to taskqueue.Queue value qid: "d <id>[\n<record JSON>]" task
-//	                     finished, "p <id> <current> <total> <ms>" progress, "c <id>" cancel
+//	T|c|<qid>   [channel] messages to taskqueue.Queue value qid: "d <id length> <id>[<record
+//	                     JSON>]" task finished, "p <current> <total> <ms> <id>" progress,
+//	                     "c <id>" cancel
 
 // Tasks names the keys of one task queue namespace, all under the hash tag
 // {<prefix>|<suffix>} so that every script runs in one Redis Cluster slot.
