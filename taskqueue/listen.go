@@ -67,9 +67,10 @@ func (q *Queue) Listen(ctx context.Context, names []string, workers int) error {
 		return err
 	}
 	l := &listener{q: q, names: names, workers: workers, freed: make(chan struct{}, 1)}
-	l.bells = make([]any, 0, len(names)+3)
+	l.bells = make([]any, 0, len(names)+2)
 	l.bells = append(l.bells, "blpop")
 	for _, n := range names {
+		l.bellKeys = append(l.bellKeys, q.keys.Name("b", n))
 		l.bells = append(l.bells, q.keys.Name("b", n))
 	}
 	runCtx, stopRuns := context.WithCancelCause(context.WithoutCancel(ctx))
@@ -136,11 +137,12 @@ func (q *Queue) withdraw(names []string, unlisten func()) {
 
 // listener is one Listen call.
 type listener struct {
-	q       *Queue
-	names   []string
-	bells   []any // BLPOP and the doorbells of names (the timeout is appended)
-	workers int
-	next    int // where the claim order starts: names take turns first
+	q        *Queue
+	names    []string
+	bells    []any    // BLPOP and the doorbells of names (the timeout is appended)
+	bellKeys []string // the doorbells of names
+	workers  int
+	next     int // where the claim order starts: names take turns first
 
 	mu      sync.Mutex
 	running int
@@ -192,12 +194,22 @@ func (l *listener) dispatch(ctx, runCtx context.Context) {
 		if next >= 0 && next < wait {
 			wait = max(next, 5*time.Millisecond)
 		}
-		if err := l.q.c.Do(ctx, append(l.bells, strconv.FormatFloat(wait.Seconds(), 'f', 3, 64))...).Err(); err != nil &&
-			!errors.Is(err, redis.Nil) && ctx.Err() == nil {
+		if err := l.block(ctx, wait); err != nil && !errors.Is(err, redis.Nil) && ctx.Err() == nil {
 			l.q.log.Warn("taskqueue: waiting for tasks failed", "names", l.names, "err", err)
 			sleep(ctx, errWait)
 		}
 	}
+}
+
+// block waits on the doorbells of the listener's names for at most wait.
+// Whole seconds go through BLPop, which also lifts the client's read
+// timeout for the wait; shorter waits (short visibility timeouts, retries
+// due soon) send a fractional timeout, within the read timeout.
+func (l *listener) block(ctx context.Context, wait time.Duration) error {
+	if wait >= time.Second && wait%time.Second == 0 {
+		return l.q.c.BLPop(ctx, wait, l.bellKeys...).Err()
+	}
+	return l.q.c.Do(ctx, append(l.bells, strconv.FormatFloat(wait.Seconds(), 'f', 3, 64))...).Err()
 }
 
 // claim claims up to n tasks (0: only reclaims lost claims and promotes
