@@ -530,8 +530,7 @@ func waitFor(t *testing.T, p *crashProc, limit time.Duration, what string, cond 
 }
 
 // finishedID returns the task id of a "task finished" message to a Queue
-// value (see internal/keys): "d <id length> <id>[<record JSON>]", or the
-// earlier "d <id>[\n<record JSON>]".
+// value (see internal/keys): "d <id length> <id>[<record JSON>]".
 func finishedID(payload string) (string, bool) {
 	rest, ok := strings.CutPrefix(payload, "d ")
 	if !ok {
@@ -542,6 +541,5 @@ func finishedID(payload string) (string, bool) {
 			return after[:n], true
 		}
 	}
-	id, _, _ := strings.Cut(rest, "\n")
-	return id, true
+	return "", false
 }
