@@ -3,6 +3,7 @@ package taskqueue
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -15,9 +16,10 @@ import (
 // hub is a Queue value's one subscription, to its channel: it fans the
 // messages about tasks out to the calls waiting for them (however many,
 // over one connection) and hands cancellations to the runner. Messages are
-// hints: a waiter reads the task's state when told, after every
-// (re)subscription, and now and then, so a lost message delays it but never
-// loses a result.
+// hints: a waiter reads the task's state when told and after every
+// (re)subscription, and the hub reads the state of every waited task in
+// one pipeline every few seconds (sweep), so a lost message delays a
+// waiter but never loses a result.
 type hub struct {
 	q       *Queue
 	channel string
@@ -104,6 +106,64 @@ func (h *hub) subscribe(started chan struct{}) {
 	}
 	h.ps, h.ready, h.exited = ps, true, make(chan struct{})
 	go h.receive(ps, h.exited)
+	go h.sweep()
+}
+
+// sweepEvery is how often the hub reads the state of every task waited
+// for, in case a message was lost.
+const sweepEvery = 5 * time.Second
+
+// sweep is the safety net: every sweepEvery, one pipeline reads the state
+// of every task a call waits for, and the calls whose task finished (or
+// vanished) are told to read it.
+func (h *hub) sweep() {
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.done:
+			return
+		case <-t.C:
+		}
+		h.mu.Lock()
+		ids := make([]string, 0, len(h.watches))
+		for id := range h.watches {
+			ids = append(ids, id)
+		}
+		h.mu.Unlock()
+		for len(ids) > 0 {
+			n := min(len(ids), 1000)
+			h.sweepIDs(ids[:n])
+			ids = ids[n:]
+		}
+	}
+}
+
+func (h *hub) sweepIDs(ids []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), sweepEvery)
+	defer cancel()
+	cmds := make([]*redis.StringCmd, len(ids))
+	_, err := h.q.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.HGet(ctx, h.q.keys.Task(id), "s")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		h.q.log.Warn("taskqueue: reading the state of waited tasks failed", "err", err)
+		return
+	}
+	for i, c := range cmds {
+		st, err := c.Result()
+		if errors.Is(err, redis.Nil) || err == nil && State(st).Terminal() {
+			h.each(ids[i], func(w *watch) {
+				select {
+				case w.hint <- nil:
+				default:
+				}
+			})
+		}
+	}
 }
 
 func (h *hub) receive(ps *redis.PubSub, exited chan struct{}) {

@@ -268,10 +268,6 @@ func (q *Queue) await(ctx context.Context, w *watch, id string, cfg queryConfig,
 		defer t.Stop()
 		fallback = t.C
 	}
-	// A safety net: the state is read now and then, so a lost message
-	// delays the caller at most this long.
-	safety := time.NewTicker(safetyEvery)
-	defer safety.Stop()
 	check := !owner // a joiner or Wait reads the state first (and registers)
 	var lastProg time.Time
 	for {
@@ -316,8 +312,6 @@ func (q *Queue) await(ctx context.Context, w *watch, id string, cfg queryConfig,
 			}
 		case <-kick:
 			check = true
-		case <-safety.C:
-			check = true
 		case <-fallback:
 			return q.takeOver(ctx, w, id, cfg)
 		case <-ctx.Done():
@@ -327,10 +321,6 @@ func (q *Queue) await(ctx context.Context, w *watch, id string, cfg queryConfig,
 		}
 	}
 }
-
-// safetyEvery is how often a waiting call reads its task's state in case
-// a message was lost.
-const safetyEvery = 5 * time.Second
 
 // giveUp ends a wait whose ctx ended; the owner cancels the task.
 func (q *Queue) giveUp(ctx context.Context, id string, owner bool) error {
