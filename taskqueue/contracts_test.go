@@ -864,3 +864,47 @@ func TestOddIDsAndNames(t *testing.T) {
 		}
 	})
 }
+
+// A waiting caller whose completion message is lost still gets the result:
+// the safety sweep reads the state of every waited task every few seconds.
+func TestLostMessageRecovered(t *testing.T) {
+	forTargets(t, func(t *testing.T, tg target) {
+		e := tg.env(t)
+		release := make(chan struct{})
+		worker := e.queue(t, taskqueue.WithTaskFunc(func(ctx context.Context, task *taskqueue.Task) (any, error) {
+			<-release
+			return "late", nil
+		}))
+		listen(t, worker, []string{"quiet"}, 1)
+		caller := e.queue(t)
+		ctx := ctxT(t, 20*time.Second)
+		done := make(chan error, 1)
+		go func() {
+			task, err := caller.Query(ctx, "lost", "quiet", nil, taskqueue.WithPolicy(taskqueue.Remote))
+			if err == nil && result(t, task) != "late" {
+				err = fmt.Errorf("result %s", task.Result)
+			}
+			done <- err
+		}()
+		key := taskqueue.TaskKey(caller, "lost")
+		for {
+			st, _ := caller.Raw().HGet(ctx, key, "s").Result()
+			if st == "active" {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		// Nobody is told about the completion any more.
+		if err := caller.Raw().HDel(ctx, key, "r").Err(); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		close(release)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d > 7*time.Second {
+			t.Fatalf("result reached the caller after %v", d)
+		}
+	})
+}
