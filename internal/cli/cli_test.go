@@ -77,9 +77,34 @@ func TestDemoQuick(t *testing.T) {
 		"a newcomer's MallocLease -> ErrNoneAvailable",
 		"Summary",
 		"ok  hand-off: 4 workers in MallocWait were served in arrival order",
+		"Part 3: the task queue",
+		"photo-1.jpg  done by worker-",
+		"photo-3.jpg  done by worker-",
+		"3 tasks done in ",
+		"Stats -> 2 listeners; Query(photo-4.jpg, WithPolicy(Auto)) -> ran remotely, on worker-",
+		"Stats -> 0 listeners; Query(photo-5.jpg, WithPolicy(Auto)) -> ran locally, in the caller's own process",
+		"worker-c is killed mid-task",
+		"(delivery 2): the caller waited ",
+		"Stats(resize) -> 0 pending, 0 delayed, 0 running, 0 dead, 2 listeners",
+		"ok  redelivery: a killed listener's task went to worker-",
 	)
-	if n := strings.Count(r.stdout, "\n  ok  "); n != 9 {
-		t.Errorf("summary has %d ok lines, want 9:\n%s", n, r.stdout)
+	if n := strings.Count(r.stdout, "\n  ok  "); n != 12 {
+		t.Errorf("summary has %d ok lines, want 12:\n%s", n, r.stdout)
+	}
+	// The caller showed progress while it waited: of the tasks of step 9,
+	// and of photo-6.jpg both before worker-c was killed and after its
+	// successor got the task (updates may be coalesced, so no counts).
+	step9, _, _ := strings.Cut(r.stdout, "Step 10 of 11")
+	if !strings.Contains(step9, "/4\n") {
+		t.Errorf("no progress line in step 9:\n%s", r.stdout)
+	}
+	_, step11, _ := strings.Cut(r.stdout, "Step 11 of 11")
+	before, after, _ := strings.Cut(step11, "worker-c is killed mid-task")
+	if !strings.Contains(before, "photo-6.jpg  [#---] 1/4\n") {
+		t.Errorf("no progress of photo-6.jpg before the kill:\n%s", r.stdout)
+	}
+	if _, redelivered, ok := strings.Cut(after, "the claim lapsed: worker-"); !ok || !strings.Contains(redelivered, "photo-6.jpg  [") {
+		t.Errorf("no progress of photo-6.jpg after its redelivery:\n%s", r.stdout)
 	}
 	mustContain(t, "stderr", r.stderr, "no --redis-url: using an embedded Redis-compatible server (miniredis) at 127.0.0.1:")
 }
@@ -109,6 +134,10 @@ func TestDemoTwiceOnOneServer(t *testing.T) {
 		if strings.Contains(r.stdout, "(deleted the proxy pool an earlier run left)") {
 			t.Errorf("run %d: the previous run left its pool behind", i+1)
 		}
+		if strings.Contains(r.stdout, "(deleted the task queue an earlier run left)") {
+			t.Errorf("run %d: the previous run left its task queue behind", i+1)
+		}
+		mustContain(t, fmt.Sprintf("run %d stdout", i+1), r.stdout, "photo-6.jpg  done by worker-", "ok  redelivery: ")
 		var pool int64
 		line = field(r.stdout, "    client-1 MallocLease -> premium-1 (priority 10, fence ")
 		if _, err := fmt.Sscanf(line, "%d)", &pool); err != nil {

@@ -38,6 +38,11 @@ type demoTimings struct {
 	leaseTTL time.Duration // TTL of the lease whose holder is killed
 	cooldown time.Duration // quarantine of the proxy that fails its check
 	step     time.Duration // bound on any single wait of a step
+	// taskStep is one of the steps of work of a task of part 3, each
+	// followed by a progress update; visibility is the task queue's
+	// visibility timeout, which bounds the redelivery of a killed
+	// listener's task.
+	taskStep, visibility time.Duration
 }
 
 func demoTimingsFor(quick bool) demoTimings {
@@ -46,12 +51,14 @@ func demoTimingsFor(quick bool) demoTimings {
 			work: 5 * time.Millisecond, jobTTL: 2 * time.Second, crashTTL: 300 * time.Millisecond,
 			keepTTL: 240 * time.Millisecond, hold: 800 * time.Millisecond,
 			leaseTTL: 200 * time.Millisecond, cooldown: 200 * time.Millisecond, step: 10 * time.Second,
+			taskStep: 15 * time.Millisecond, visibility: 300 * time.Millisecond,
 		}
 	}
 	return demoTimings{
 		work: 20 * time.Millisecond, jobTTL: 2 * time.Second, crashTTL: 1500 * time.Millisecond,
 		keepTTL: 600 * time.Millisecond, hold: 2400 * time.Millisecond,
 		leaseTTL: time.Second, cooldown: time.Second, step: 15 * time.Second,
+		taskStep: 100 * time.Millisecond, visibility: time.Second,
 	}
 }
 
@@ -60,18 +67,21 @@ func demoCommand() *command {
 	return &command{
 		name:  "demo",
 		flags: "[--quick]",
-		short: "Show the lock and the allocator at work: crashes, fencing, priorities, hand-off (~7 s).",
+		short: "Show the lock, the allocator and the task queue at work: crashes, fencing, priorities, hand-off, redelivery (~11 s).",
 		long: `Part 1 shows the lock: contention, a crashed holder and fencing, keep-alive.
 Part 2 shows the allocator on a pool of six proxies: priorities, soft
 binding, a killed holder whose lease the next malloc reclaims, a failing
 proxy quarantined by HealthCheck, and workers served in order by
-MallocWait.
+MallocWait. Part 3 shows the task queue: listeners on goroutines running
+remote tasks whose progress the caller shows while it waits, policy Auto,
+and a listener killed mid-task whose task is delivered again.
 
 It runs on the Redis server of --redis-url or --cluster, or on an embedded
 miniredis when neither is given, and uses the keys demo-job, demo-crash and
-demo-keepalive of the --prefix namespace and the pool {<prefix>|demo-pool}
-(leftovers of an earlier run are deleted first). Exit status is 1 when a
-property it demonstrates does not hold.`,
+demo-keepalive of the --prefix namespace, the pool {<prefix>|demo-pool}
+and the task queue {<prefix>|demo-tasks} (leftovers of an earlier run are
+deleted first). Exit status is 1 when a property it demonstrates does not
+hold.`,
 		example: progName + " demo",
 		setup:   setupDemo,
 	}
@@ -130,19 +140,27 @@ func (d *demo) run(ctx context.Context, prefix string) error {
 	} else if left {
 		d.p.line("(deleted the proxy pool an earlier run left)")
 	}
+	if left, err := d.resetTasks(ctx); err != nil {
+		return err
+	} else if left {
+		d.p.line("(deleted the task queue an earlier run left)")
+	}
 	steps := []struct {
 		part  string // printed before the step when set
 		title string
 		run   func(context.Context) error
 	}{
-		{"Part 1: the lock", "Step 1 of 8: eight workers contend for one lock", d.contention},
-		{"", "Step 2 of 8: a holder dies; its TTL frees the lock and fencing stops its late write", d.crash},
-		{"", "Step 3 of 8: KeepAlive holds a short-TTL lock and reports its loss", d.keepAlive},
-		{"Part 2: the allocator, a pool of six proxies", "Step 4 of 8: priorities: premium proxies first, none leased twice", d.priorities},
-		{"", "Step 5 of 8: soft binding: a named crawler gets its proxy back", d.binding},
-		{"", "Step 6 of 8: a holder is killed; the next malloc reclaims its lease", d.deadHolder},
-		{"", "Step 7 of 8: a failing proxy is quarantined by a health check", d.quarantine},
-		{"", "Step 8 of 8: workers wait in MallocWait and are served in order", d.waiting},
+		{"Part 1: the lock", "Step 1 of 11: eight workers contend for one lock", d.contention},
+		{"", "Step 2 of 11: a holder dies; its TTL frees the lock and fencing stops its late write", d.crash},
+		{"", "Step 3 of 11: KeepAlive holds a short-TTL lock and reports its loss", d.keepAlive},
+		{"Part 2: the allocator, a pool of six proxies", "Step 4 of 11: priorities: premium proxies first, none leased twice", d.priorities},
+		{"", "Step 5 of 11: soft binding: a named crawler gets its proxy back", d.binding},
+		{"", "Step 6 of 11: a holder is killed; the next malloc reclaims its lease", d.deadHolder},
+		{"", "Step 7 of 11: a failing proxy is quarantined by a health check", d.quarantine},
+		{"", "Step 8 of 11: workers wait in MallocWait and are served in order", d.waiting},
+		{"Part 3: the task queue, listeners on goroutines", "Step 9 of 11: two listeners run remote tasks; the caller shows their progress while it waits", d.remoteTasks},
+		{"", "Step 10 of 11: policy Auto: remote while a listener is alive, local when none is", d.autoPolicy},
+		{"", "Step 11 of 11: a listener is killed mid-task; its task is delivered again", d.killedListener},
 	}
 	for _, s := range steps {
 		if s.part != "" {
@@ -156,6 +174,9 @@ func (d *demo) run(ctx context.Context, prefix string) error {
 		}
 	}
 	if _, err := d.resetPool(ctx); err != nil {
+		return err
+	}
+	if _, err := d.resetTasks(ctx); err != nil {
 		return err
 	}
 	d.p.line("")
