@@ -9,8 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/redisallocator/redisallocator/internal/notify"
 	"github.com/redisallocator/redisallocator/internal/script"
 )
 
@@ -98,7 +97,7 @@ func (w *waiter) turnAndWait(ctx context.Context, ch <-chan grantMsg) (*Lease, e
 			return nil, nil
 		case <-ctx.Done():
 			return nil, w.leave(ctx, ctx.Err())
-		case <-h.done:
+		case <-h.done():
 			return nil, w.leave(ctx, ErrClosed)
 		}
 	}
@@ -146,7 +145,7 @@ func (w *waiter) turnAndWait(ctx context.Context, ch <-chan grantMsg) (*Lease, e
 		return nil, nil
 	case <-ctx.Done():
 		return nil, w.leave(ctx, ctx.Err())
-	case <-h.done:
+	case <-h.done():
 		return nil, w.leave(ctx, ErrClosed)
 	case <-sessionDone:
 		return nil, w.leave(ctx, w.session.Err())
@@ -227,108 +226,29 @@ type waitHub struct {
 	a        *Allocator
 	entryTTL time.Duration
 	channel  string
-	done     chan struct{} // closed by close
+	sub      *notify.Sub
 
-	mu       sync.Mutex
-	ps       *redis.PubSub
-	starting chan struct{} // closed when the running subscription attempt ends
-	startErr error         // why the last attempt failed
-	ready    bool
-	closed   bool
-	waiters  map[string]chan grantMsg
-	kick     chan struct{} // closed and replaced on every (re)subscription
-	exited   chan struct{}
+	mu      sync.Mutex
+	waiters map[string]chan grantMsg
 }
 
 func newWaitHub(a *Allocator, entryTTL time.Duration) *waitHub {
-	return &waitHub{
-		a: a, entryTTL: entryTTL, channel: a.keys.Wake(a.id), done: make(chan struct{}),
-		waiters: map[string]chan grantMsg{}, kick: make(chan struct{}),
-	}
+	h := &waitHub{a: a, entryTTL: entryTTL, channel: a.keys.Wake(a.id), waiters: map[string]chan grantMsg{}}
+	h.sub = notify.New(a.c, h.channel, h.deliver, ErrClosed, "allocator: MallocWait")
+	return h
 }
 
 // ensure subscribes on first use and waits for the confirmation, so that
-// no hand-off announced after the first turn is missed. One subscription
-// attempt runs at a time, detached from the callers' contexts; callers wait
-// for it or for their ctx.
-func (h *waitHub) ensure(ctx context.Context) error {
-	h.mu.Lock()
-	switch {
-	case h.closed:
-		h.mu.Unlock()
-		return ErrClosed
-	case h.ready:
-		h.mu.Unlock()
-		return nil
-	}
-	if h.starting == nil {
-		h.starting = make(chan struct{})
-		go h.subscribe(h.starting)
-	}
-	starting := h.starting
-	h.mu.Unlock()
-	select {
-	case <-starting:
-	case <-ctx.Done():
-		return fmt.Errorf("allocator: MallocWait: %w", ctx.Err())
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	switch {
-	case h.closed:
-		return ErrClosed
-	case h.ready:
-		return nil
-	}
-	return h.startErr
-}
+// no hand-off announced after the first turn is missed.
+func (h *waitHub) ensure(ctx context.Context) error { return h.sub.Ensure(ctx) }
 
-// subscribe makes one subscription attempt and closes started when done.
-func (h *waitHub) subscribe(started chan struct{}) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ps := h.a.c.Subscribe(ctx)
-	err := ps.Subscribe(ctx, h.channel)
-	if err == nil {
-		_, err = ps.ReceiveTimeout(ctx, 10*time.Second)
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	defer close(started)
-	h.starting = nil
-	if err != nil || h.closed {
-		_ = ps.Close()
-		if err != nil {
-			h.startErr = fmt.Errorf("allocator: subscribing to the wake channel: %w", err)
-		}
-		return
-	}
-	h.ps, h.ready, h.exited = ps, true, make(chan struct{})
-	go h.receive(ps, h.exited)
-}
+// done is closed when the allocator closes.
+func (h *waitHub) done() <-chan struct{} { return h.sub.Done() }
 
-func (h *waitHub) receive(ps *redis.PubSub, exited chan struct{}) {
-	defer close(exited)
-	for {
-		msg, err := ps.Receive(context.Background())
-		if err != nil {
-			select {
-			case <-h.done:
-				return
-			case <-time.After(50 * time.Millisecond): // go-redis reconnects on the next Receive
-			}
-			continue
-		}
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			if m.Kind == "subscribe" {
-				h.kickAll() // resubscribed: messages may have been lost
-			}
-		case *redis.Message:
-			h.deliver(m.Payload)
-		}
-	}
-}
+// kicked is closed at the next resubscription.
+func (h *waitHub) kicked() <-chan struct{} { return h.sub.Kicked() }
+
+func (h *waitHub) close() { h.sub.Close() }
 
 // deliver routes "<waiter id> <fence> <deadline> <resource>" to its waiter.
 // A hand-off to a waiter that has left is ignored: it left the queue
@@ -366,33 +286,4 @@ func (h *waitHub) unregister(id string) {
 	h.mu.Lock()
 	delete(h.waiters, id)
 	h.mu.Unlock()
-}
-
-func (h *waitHub) kicked() <-chan struct{} {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.kick
-}
-
-func (h *waitHub) kickAll() {
-	h.mu.Lock()
-	close(h.kick)
-	h.kick = make(chan struct{})
-	h.mu.Unlock()
-}
-
-func (h *waitHub) close() {
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
-		return
-	}
-	h.closed = true
-	close(h.done)
-	ps, exited := h.ps, h.exited
-	h.mu.Unlock()
-	if ps != nil {
-		_ = ps.Close()
-		<-exited
-	}
 }

@@ -4,13 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/redisallocator/redisallocator/internal/notify"
 )
 
 // hub is a Queue value's one subscription, to its channel: it fans the
@@ -21,19 +22,12 @@ import (
 // one pipeline every few seconds (sweep), so a lost message delays a
 // waiter but never loses a result.
 type hub struct {
-	q       *Queue
-	channel string
-	done    chan struct{}
+	q   *Queue
+	sub *notify.Sub
 
+	sweeping sync.Once
 	mu       sync.Mutex
-	ps       *redis.PubSub
-	starting chan struct{}
-	startErr error
-	ready    bool
-	closed   bool
 	watches  map[string]map[*watch]struct{}
-	kick     chan struct{} // closed and replaced on every (re)subscription
-	exited   chan struct{}
 }
 
 // watch is one call waiting for task id.
@@ -44,70 +38,26 @@ type watch struct {
 }
 
 func newHub(q *Queue) *hub {
-	return &hub{
-		q: q, channel: q.keys.Channel(q.id), done: make(chan struct{}),
-		watches: map[string]map[*watch]struct{}{}, kick: make(chan struct{}),
-	}
+	h := &hub{q: q, watches: map[string]map[*watch]struct{}{}}
+	h.sub = notify.New(q.c, q.keys.Channel(q.id), h.deliver, ErrClosed, "taskqueue")
+	return h
 }
 
 // ensure subscribes on first use and waits for the confirmation, so that
-// no message sent after a task was submitted is missed. One attempt runs
-// at a time, detached from the callers' contexts.
+// no message sent after a task was submitted is missed, and starts the
+// sweep.
 func (h *hub) ensure(ctx context.Context) error {
-	h.mu.Lock()
-	switch {
-	case h.closed:
-		h.mu.Unlock()
-		return ErrClosed
-	case h.ready:
-		h.mu.Unlock()
-		return nil
+	if err := h.sub.Ensure(ctx); err != nil {
+		return err
 	}
-	if h.starting == nil {
-		h.starting = make(chan struct{})
-		go h.subscribe(h.starting)
-	}
-	starting := h.starting
-	h.mu.Unlock()
-	select {
-	case <-starting:
-	case <-ctx.Done():
-		return fmt.Errorf("taskqueue: subscribing: %w", ctx.Err())
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	switch {
-	case h.closed:
-		return ErrClosed
-	case h.ready:
-		return nil
-	}
-	return h.startErr
+	h.sweeping.Do(func() { go h.sweep() })
+	return nil
 }
 
-func (h *hub) subscribe(started chan struct{}) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ps := h.q.c.Subscribe(ctx)
-	err := ps.Subscribe(ctx, h.channel)
-	if err == nil {
-		_, err = ps.ReceiveTimeout(ctx, 10*time.Second)
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	defer close(started)
-	h.starting = nil
-	if err != nil || h.closed {
-		_ = ps.Close()
-		if err != nil {
-			h.startErr = fmt.Errorf("taskqueue: subscribing to %s: %w", h.channel, err)
-		}
-		return
-	}
-	h.ps, h.ready, h.exited = ps, true, make(chan struct{})
-	go h.receive(ps, h.exited)
-	go h.sweep()
-}
+// kicked is closed at the next resubscription.
+func (h *hub) kicked() <-chan struct{} { return h.sub.Kicked() }
+
+func (h *hub) close() { h.sub.Close() }
 
 // sweepEvery is how often the hub reads the state of every task waited
 // for, in case a message was lost.
@@ -121,7 +71,7 @@ func (h *hub) sweep() {
 	defer t.Stop()
 	for {
 		select {
-		case <-h.done:
+		case <-h.sub.Done():
 			return
 		case <-t.C:
 		}
@@ -162,29 +112,6 @@ func (h *hub) sweepIDs(ids []string) {
 				default:
 				}
 			})
-		}
-	}
-}
-
-func (h *hub) receive(ps *redis.PubSub, exited chan struct{}) {
-	defer close(exited)
-	for {
-		msg, err := ps.Receive(context.Background())
-		if err != nil {
-			select {
-			case <-h.done:
-				return
-			case <-time.After(50 * time.Millisecond): // go-redis reconnects on the next Receive
-			}
-			continue
-		}
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			if m.Kind == "subscribe" {
-				h.kickAll() // resubscribed: messages may have been lost
-			}
-		case *redis.Message:
-			h.deliver(m.Payload)
 		}
 	}
 }
@@ -281,34 +208,5 @@ func (h *hub) unwatch(w *watch) {
 	delete(ws, w)
 	if len(ws) == 0 {
 		delete(h.watches, w.id)
-	}
-}
-
-func (h *hub) kicked() <-chan struct{} {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.kick
-}
-
-func (h *hub) kickAll() {
-	h.mu.Lock()
-	close(h.kick)
-	h.kick = make(chan struct{})
-	h.mu.Unlock()
-}
-
-func (h *hub) close() {
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
-		return
-	}
-	h.closed = true
-	close(h.done)
-	ps, exited := h.ps, h.exited
-	h.mu.Unlock()
-	if ps != nil {
-		_ = ps.Close()
-		<-exited
 	}
 }
