@@ -23,7 +23,11 @@ for i = 1, count do
   for _, id in ipairs(lapsed) do
     redis.call('ZREM', akey(name), id)
     local k = tkey(id)
-    if redis.call('HGET', k, 's') == 'active' then
+    local f = redis.call('HMGET', k, 's', 'c', 'tt')
+    if f[1] == 'active' and f[2] == '1' then
+      -- Its caller cancelled it: it is not delivered again.
+      finish(k, id, name, 'cancelled', '', 'taskqueue: cancelled', tonumber(f[3]))
+    elseif f[1] == 'active' then
       local lost = redis.call('HINCRBY', k, 'l', 1)
       if lost >= maxlost then
         redis.call('ZADD', xkey(name), NOW, id)

@@ -15,11 +15,16 @@
 -- changes), else {"done"}, {"retry"}, {"dead"}, {"failed"}, {"cancelled"}
 -- or {"queued"}.
 local k, id, tk, outcome, val = KEYS[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local f = redis.call('HMGET', k, 's', 'tk', 'n', 'tt', 'a', 'm')
+local f = redis.call('HMGET', k, 's', 'tk', 'n', 'tt', 'a', 'm', 'c')
 if f[1] ~= 'active' or f[2] ~= tk then
   return {'lost'}
 end
 local name = f[3]
+-- A task its caller cancelled is not run again: a run that did not
+-- finish it (requeue, retry) ends it cancelled instead.
+if f[7] == '1' and outcome ~= 'ok' and outcome ~= 'dead' and outcome ~= 'failed' then
+  outcome = 'cancel'
+end
 if outcome == 'ok' then
   finish(k, id, name, 'done', val, '', tonumber(f[4]))
   return {'done'}

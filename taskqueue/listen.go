@@ -29,7 +29,9 @@ import (
 // running tasks get the grace period (WithGracePeriod) to finish. Then
 // their context is cancelled and they are queued again for another
 // worker, at the front and without counting an attempt; Listen waits up to
-// one more grace period (at least a second) for them to return.
+// one more grace period (at least a second) for them to return. Listen
+// returns an error when its arguments are wrong, when its first heartbeat
+// fails, or when the Redis client is closed under it.
 func (q *Queue) Listen(ctx context.Context, names []string, workers int) error {
 	switch {
 	case q.cfg.fn == nil:
@@ -85,7 +87,7 @@ func (q *Queue) Listen(ctx context.Context, names []string, workers int) error {
 		}
 		withdraw() // at once, not after the grace period
 	}()
-	l.dispatch(stop, runCtx)
+	derr := l.dispatch(stop, runCtx)
 
 	grace := q.cfg.grace
 	if q.isClosed() {
@@ -98,7 +100,7 @@ func (q *Queue) Listen(ctx context.Context, names []string, workers int) error {
 	}()
 	select {
 	case <-finished:
-		return nil
+		return derr
 	case <-time.After(grace):
 	}
 	stopRuns(errShutdown)
@@ -107,7 +109,7 @@ func (q *Queue) Listen(ctx context.Context, names []string, workers int) error {
 	case <-time.After(max(grace, time.Second)):
 		q.log.Warn("taskqueue: listener stopped with task functions still running", "names", names)
 	}
-	return nil
+	return derr
 }
 
 // withdraw stops advertising names that no other Listen of this Queue
@@ -155,7 +157,9 @@ func (l *listener) reapEvery() time.Duration {
 	return min(time.Second, l.q.cfg.visibility/4)
 }
 
-func (l *listener) dispatch(ctx, runCtx context.Context) {
+// dispatch claims tasks and starts their runs until ctx ends, or until
+// the Redis client is closed, which it returns.
+func (l *listener) dispatch(ctx, runCtx context.Context) error {
 	errWait := 50 * time.Millisecond
 	for ctx.Err() == nil {
 		l.mu.Lock()
@@ -171,6 +175,9 @@ func (l *listener) dispatch(ctx, runCtx context.Context) {
 			continue
 		}
 		tasks, _, next, err := l.claim(ctx, free)
+		if errors.Is(err, redis.ErrClosed) {
+			return err
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				l.q.log.Warn("taskqueue: claim failed", "names", l.names, "err", err)
@@ -199,6 +206,7 @@ func (l *listener) dispatch(ctx, runCtx context.Context) {
 			sleep(ctx, errWait)
 		}
 	}
+	return nil
 }
 
 // block waits on the doorbells of the listener's names for at most wait.

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/redisallocator/redisallocator/internal/script"
 )
 
@@ -193,14 +195,17 @@ func reply(v any) (string, []any, error) {
 	return code, arr[1:], nil
 }
 
-// localTask builds the task a local run gets from an {"l", token, expiry}
-// reply.
+// localTask builds the task a local run gets from an {"l", token, expiry,
+// created} reply: its first delivery unless the caller says otherwise.
 func localTask(id, name, params string, rest []any) (*Task, error) {
 	ss, err := script.Strings(rest)
-	if err != nil || len(ss) != 2 {
+	if err != nil || len(ss) != 3 {
 		return nil, fmt.Errorf("%w: claim for a local run: %v", script.ErrReply, rest)
 	}
-	return &Task{ID: id, Name: name, Params: json.RawMessage(params), State: Active, Expiry: msTime(ss[1]), token: ss[0]}, nil
+	return &Task{
+		ID: id, Name: name, Params: json.RawMessage(params), State: Active, Deliveries: 1,
+		Expiry: msTime(ss[1]), Created: msTime(ss[2]), token: ss[0],
+	}, nil
 }
 
 // finished returns a terminal task from its record, deleting it first
@@ -287,6 +292,8 @@ func (q *Queue) await(ctx context.Context, w *watch, id string, cfg queryConfig,
 				return t, err
 			case errors.Is(err, ErrNotFound):
 				return nil, err
+			case errors.Is(err, redis.ErrClosed):
+				return nil, fmt.Errorf("taskqueue: task %q: %w", id, err)
 			default:
 				if ctx.Err() != nil {
 					return nil, q.giveUp(ctx, id, owner)
@@ -297,6 +304,15 @@ func (q *Queue) await(ctx context.Context, w *watch, id string, cfg queryConfig,
 		kick := q.hub.kicked()
 		select {
 		case t := <-w.hint:
+			// Progress sent before the end is reported first.
+			select {
+			case p := <-w.prog:
+				if cfg.progress != nil && !p.UpdatedAt.Before(lastProg) {
+					lastProg = p.UpdatedAt
+					cfg.progress(p)
+				}
+			default:
+			}
 			if t == nil || cfg.once {
 				check = true
 				continue

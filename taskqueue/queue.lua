@@ -82,16 +82,11 @@ local function finish(k, id, name, st, res, err, keep)
   if keep > 0 then
     redis.call('PEXPIRE', k, keep)
   end
-  -- The message carries the record (without the params) when the result
-  -- is small, so that waiters need not read it.
-  if #res + #err <= INLINE then
-    local rec, brief = record(k), {}
-    for i = 1, #rec, 2 do
-      if rec[i] ~= 'p' then
-        brief[#brief + 1], brief[#brief + 2] = rec[i], rec[i + 1]
-      end
-    end
-    tell(k, 'd ' .. #id .. ' ' .. id .. cjson.encode(brief))
+  -- The message carries the record when it is small, so that waiters
+  -- need not read it.
+  local params = redis.call('HGET', k, 'p') or ''
+  if #res + #err + #params <= INLINE then
+    tell(k, 'd ' .. #id .. ' ' .. id .. cjson.encode(record(k)))
   else
     tell(k, 'd ' .. #id .. ' ' .. id)
   end

@@ -7,7 +7,7 @@
 -- ARGV[2] id, [3] owner, [4] lease ms.
 -- Reply: {"none"}, {"active"} when a worker runs it, {"done", record} when
 -- it finished meanwhile (done, failed, cancelled or expired), else {"l",
--- token, expiry ms}.
+-- token, expiry ms, created ms}.
 local k, id, owner, lease = KEYS[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local f = redis.call('HMGET', k, 's', 'n')
 local st, name = f[1], f[2]
@@ -22,4 +22,4 @@ if TERMINAL[st] and st ~= 'dead' then
 end
 withdraw(id, name)
 redis.call('PEXPIRE', k, 2 * tonumber(redis.call('HGET', k, 'tt')) + 60000)
-return {'l', claim_for(k, id, name, owner, lease), redis.call('HGET', k, 'x')}
+return {'l', claim_for(k, id, name, owner, lease), redis.call('HGET', k, 'x'), redis.call('HGET', k, 'ct')}

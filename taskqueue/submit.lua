@@ -7,7 +7,7 @@
 -- [9] owner, [10] lease ms.
 -- Reply: {"join", state} when the task is pending or active (the caller is
 -- told about it too), {"done", record} when it is terminal, {"q"} when it
--- was queued, {"l", token, expiry ms} when it was claimed for the owner.
+-- was queued, {"l", token, expiry ms, created ms} when it was claimed for the owner.
 local k = KEYS[1]
 local id, name, params = ARGV[2], ARGV[3], ARGV[4]
 local timeout, maxatt, qid, mode = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
@@ -42,7 +42,7 @@ redis.call('HSET', k, 'n', name, 'p', params, 'x', NOW + timeout, 'tt', timeout,
 redis.call('PEXPIRE', k, 2 * timeout + 60000)
 redis.call('SADD', NAMES, name)
 if mode == 'l' then
-  return {'l', claim_for(k, id, name, owner, lease), tostring(NOW + timeout)}
+  return {'l', claim_for(k, id, name, owner, lease), tostring(NOW + timeout), tostring(NOW)}
 end
 ready(id, name, false)
 return {'q'}

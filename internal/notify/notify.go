@@ -112,16 +112,19 @@ func (s *Sub) subscribe(started chan struct{}) {
 
 func (s *Sub) receive(ps *redis.PubSub, exited chan struct{}) {
 	defer close(exited)
+	pause := 50 * time.Millisecond
 	for {
 		msg, err := ps.Receive(context.Background())
 		if err != nil {
 			select {
 			case <-s.done:
 				return
-			case <-time.After(50 * time.Millisecond): // go-redis reconnects on the next Receive
+			case <-time.After(pause): // go-redis reconnects on the next Receive
 			}
+			pause = min(2*pause, time.Second)
 			continue
 		}
+		pause = 50 * time.Millisecond
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
