@@ -79,6 +79,7 @@ type taskWorker struct {
 	mu     sync.Mutex
 	cancel context.CancelFunc // of the running Listen
 	done   chan error         // the running Listen's result
+	killed bool               // its client was closed under it
 }
 
 // newTaskWorker returns a Queue value of the demo's task queue running fn;
@@ -133,7 +134,7 @@ func (w *taskWorker) listen(ctx context.Context) {
 // its listener before it returns.
 func (w *taskWorker) stop() error {
 	w.mu.Lock()
-	cancel, done := w.cancel, w.done
+	cancel, done, killed := w.cancel, w.done, w.killed
 	w.cancel, w.done = nil, nil
 	w.mu.Unlock()
 	if cancel == nil {
@@ -142,7 +143,7 @@ func (w *taskWorker) stop() error {
 	cancel()
 	select {
 	case err := <-done:
-		if err != nil {
+		if err != nil && !(killed && errors.Is(err, redis.ErrClosed)) {
 			return fmt.Errorf("%s: Listen: %w", w.name, err)
 		}
 		return nil
@@ -369,7 +370,7 @@ func (d *demo) autoPolicy(ctx context.Context) (err error) {
 		return err
 	}
 	if remote != "worker-a" && remote != "worker-b" {
-		return fmt.Errorf("Auto with 2 listeners alive ran on %q, want a listener", remote)
+		return fmt.Errorf("policy Auto with 2 listeners alive ran on %q, want a listener", remote)
 	}
 	if err := errors.Join(a.stop(), b.stop()); err != nil {
 		return err
@@ -384,7 +385,7 @@ func (d *demo) autoPolicy(ctx context.Context) (err error) {
 		return err
 	}
 	if n != 0 || local != demoCaller {
-		return fmt.Errorf("Auto with %d listeners alive ran on %q, want the caller", n, local)
+		return fmt.Errorf("policy Auto with %d listeners alive ran on %q, want the caller", n, local)
 	}
 	d.summary = append(d.summary, fmt.Sprintf(
 		"policy Auto: ran on %s while 2 listeners were alive, in the caller once none was", remote))
@@ -484,6 +485,9 @@ func (d *demo) killedListener(ctx context.Context) (err error) {
 		}
 	}
 	killed = time.Now()
+	c.mu.Lock()
+	c.killed = true
+	c.mu.Unlock()
 	_ = c.client.Close()
 	d.p.line("  worker-c is killed mid-task: its Redis client is closed, it never heartbeats again")
 	d.p.line("  and its task function hangs. worker-a and worker-b start listening.")
@@ -525,7 +529,7 @@ func (d *demo) killedListener(ctx context.Context) (err error) {
 	d.p.line("  Stats(%s) -> %d pending, %d delayed, %d running, %d dead, %d listeners (worker-c's has lapsed)",
 		s.Name, s.Pending, s.Delayed, s.Running, s.Dead, s.Listeners)
 	if s.Pending != 0 || s.Delayed != 0 || s.Running != 0 || s.Dead != 0 || s.Listeners != 2 {
-		return fmt.Errorf("Stats after the redelivery: %+v, want only 2 listeners", s)
+		return fmt.Errorf("stats after the redelivery: %+v, want only 2 listeners", s)
 	}
 	d.summary = append(d.summary, fmt.Sprintf(
 		"redelivery: a killed listener's task went to %s %v after the kill (visibility timeout %v); the caller got its result",
