@@ -18,6 +18,7 @@ if st == 'pending' then
   finish(k, id, f[2], 'cancelled', '', 'taskqueue: cancelled', tonumber(f[4]))
   return 'cancelled'
 end
-redis.call('HSET', k, 'c', '1')
+-- Its caller gave up: it no longer takes the task over (see die).
+redis.call('HSET', k, 'c', '1', 'fb', '')
 redis.call('PUBLISH', T .. '|c|' .. f[3], 'c ' .. id)
 return 'signalled'

@@ -30,11 +30,11 @@ for i = 1, count do
     elseif f[1] == 'active' then
       local lost = redis.call('HINCRBY', k, 'l', 1)
       if lost >= maxlost then
-        redis.call('ZADD', xkey(name), NOW, id)
-        finish(k, id, name, 'dead', '', 'taskqueue: worker lost ' .. lost .. ' times', deadlife)
+        die(k, id, name, 'taskqueue: worker lost ' .. lost .. ' times', deadlife, lease)
       else
         redis.call('HSET', k, 's', 'pending', 'tk', '', 'o', '')
         ready(id, name, true)
+        nudge(k, id)
       end
     end
   end

@@ -10,10 +10,10 @@
 --   "cancel"  stopped because its caller cancelled it
 --   "requeue" queued again at the back for another worker, clean
 --   "front"   queued again at the front, not counted as an attempt
--- [7] dead letters' life ms.
+-- [7] dead letters' life ms, [8] lease ms of a hand-off (see die).
 -- Reply: {"lost"} when the token no longer holds the claim (nothing
--- changes), else {"done"}, {"retry"}, {"dead"}, {"failed"}, {"cancelled"}
--- or {"queued"}.
+-- changes), else {"done"}, {"retry"}, {"dead"}, {"handed"}, {"failed"},
+-- {"cancelled"} or {"queued"}.
 local k, id, tk, outcome, val = KEYS[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local f = redis.call('HMGET', k, 's', 'tk', 'n', 'tt', 'a', 'm', 'c')
 if f[1] ~= 'active' or f[2] ~= tk then
@@ -42,6 +42,7 @@ if outcome == 'requeue' or outcome == 'front' then
   redis.call('HSET', k, 's', 'pending', 'tk', '', 'o', '', 'err', '', 'res', '')
   redis.call('HDEL', k, 'pc', 'pt', 'pu')
   ready(id, name, outcome == 'front')
+  nudge(k, id)
   return {'queued'}
 end
 local failed = tonumber(f[5]) + 1
@@ -52,6 +53,4 @@ if outcome == 'fail' and failed < tonumber(f[6]) then
   redis.call('ZADD', dkey(name), NOW + tonumber(ARGV[6]), id)
   return {'retry'}
 end
-redis.call('ZADD', xkey(name), NOW, id)
-finish(k, id, name, 'dead', '', val, tonumber(ARGV[7]))
-return {'dead'}
+return {die(k, id, name, val, tonumber(ARGV[7]), tonumber(ARGV[8]))}

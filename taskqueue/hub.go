@@ -2,7 +2,6 @@ package taskqueue
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -33,8 +32,14 @@ type hub struct {
 // watch is one call waiting for task id.
 type watch struct {
 	id   string
-	hint chan *Task    // a finished task (nil: read it), buffered 1
-	prog chan Progress // the latest progress, buffered 1
+	hint chan *Task       // a finished task (nil: read it), buffered 1
+	prog chan progressMsg // the latest progress, buffered 1
+}
+
+// progressMsg is a progress update of the run whose claim has token.
+type progressMsg struct {
+	Progress
+	token string
 }
 
 func newHub(q *Queue) *hub {
@@ -125,7 +130,7 @@ func (h *hub) deliver(payload string) {
 	switch kind {
 	case 'c':
 		h.q.run.cancelRun(rest, ErrCancelled)
-	case 'd':
+	case 'd', 'o':
 		ns, after, ok := strings.Cut(rest, " ")
 		n, err := strconv.Atoi(ns)
 		if !ok || err != nil || n < 0 || n > len(after) {
@@ -133,14 +138,14 @@ func (h *hub) deliver(payload string) {
 		}
 		id, body := after[:n], after[n:]
 		var t *Task
-		if body != "" {
-			var flat []string
-			if json.Unmarshal([]byte(body), &flat) == nil {
+		if kind == 'd' && body != "" {
+			if flat, ok := parseNetstrings(body); ok {
 				if tt, err := taskFromFlat(id, toAny(flat)); err == nil && tt.State.Terminal() {
 					t = tt
 				}
 			}
 		}
+		// "o": a task handed back to its caller; it reads the claim.
 		h.each(id, func(w *watch) {
 			select {
 			case w.hint <- t:
@@ -148,8 +153,8 @@ func (h *hub) deliver(payload string) {
 			}
 		})
 	case 'p':
-		f := strings.SplitN(rest, " ", 4)
-		if len(f) != 4 {
+		f := strings.SplitN(rest, " ", 5)
+		if len(f) != 5 {
 			return
 		}
 		cur, err1 := strconv.ParseFloat(f[0], 64)
@@ -157,8 +162,8 @@ func (h *hub) deliver(payload string) {
 		if err1 != nil || err2 != nil {
 			return
 		}
-		p := Progress{Current: cur, Total: total, UpdatedAt: msTime(f[2])}
-		h.each(f[3], func(w *watch) {
+		p := progressMsg{Progress{Current: cur, Total: total, UpdatedAt: msTime(f[2])}, f[3]}
+		h.each(f[4], func(w *watch) {
 			select {
 			case <-w.prog:
 			default:
@@ -169,6 +174,40 @@ func (h *hub) deliver(payload string) {
 			}
 		})
 	}
+}
+
+// parseNetstrings decodes "<length>:<bytes>"... (see queue.lua).
+func parseNetstrings(s string) ([]string, bool) {
+	var out []string
+	for s != "" {
+		ns, rest, ok := strings.Cut(s, ":")
+		n, err := strconv.Atoi(ns)
+		if !ok || err != nil || n < 0 || n > len(rest) {
+			return nil, false
+		}
+		out = append(out, rest[:n])
+		s = rest[n:]
+	}
+	return out, true
+}
+
+// share hands terminal task t, which the call of from has read, to the
+// other calls of this process waiting for it, so that a read-once delete
+// after it cannot leave them without the result.
+func (h *hub) share(from *watch, t *Task) {
+	h.each(t.ID, func(w *watch) {
+		if w == from {
+			return
+		}
+		select {
+		case <-w.hint:
+		default:
+		}
+		select {
+		case w.hint <- t:
+		default:
+		}
+	})
 }
 
 func toAny(ss []string) []any {
@@ -189,7 +228,7 @@ func (h *hub) each(id string, f func(*watch)) {
 
 // watch registers a waiter for task id; call unwatch when done.
 func (h *hub) watch(id string) *watch {
-	w := &watch{id: id, hint: make(chan *Task, 1), prog: make(chan Progress, 1)}
+	w := &watch{id: id, hint: make(chan *Task, 1), prog: make(chan progressMsg, 1)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	ws := h.watches[id]

@@ -68,7 +68,7 @@ func (q *Queue) Listen(ctx context.Context, names []string, workers int) error {
 		}
 		return err
 	}
-	l := &listener{q: q, names: names, workers: workers, freed: make(chan struct{}, 1)}
+	l := &listener{q: q, names: names, workers: workers, freed: make(chan struct{}, 1), inflight: map[string]*Task{}}
 	l.bells = make([]any, 0, len(names)+2)
 	l.bells = append(l.bells, "blpop")
 	for _, n := range names {
@@ -107,7 +107,8 @@ func (q *Queue) Listen(ctx context.Context, names []string, workers int) error {
 	select {
 	case <-finished:
 	case <-time.After(max(grace, time.Second)):
-		q.log.Warn("taskqueue: listener stopped with task functions still running", "names", names)
+		q.log.Warn("taskqueue: listener stopped with task functions still running; their tasks are queued again", "names", names)
+		l.releaseStuck()
 	}
 	return derr
 }
@@ -115,6 +116,8 @@ func (q *Queue) Listen(ctx context.Context, names []string, workers int) error {
 // withdraw stops advertising names that no other Listen of this Queue
 // value serves.
 func (q *Queue) withdraw(names []string, unlisten func()) {
+	q.run.beating.Lock()
+	defer q.run.beating.Unlock()
 	unlisten()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -146,10 +149,11 @@ type listener struct {
 	workers  int
 	next     int // where the claim order starts: names take turns first
 
-	mu      sync.Mutex
-	running int
-	freed   chan struct{} // a worker finished (buffered 1)
-	wg      sync.WaitGroup
+	mu       sync.Mutex
+	running  int
+	inflight map[string]*Task // by id
+	freed    chan struct{}    // a worker finished (buffered 1)
+	wg       sync.WaitGroup
 }
 
 // reapEvery is how often an idle or busy listener reclaims lost claims.
@@ -190,6 +194,7 @@ func (l *listener) dispatch(ctx, runCtx context.Context) error {
 		for _, t := range tasks {
 			l.mu.Lock()
 			l.running++
+			l.inflight[t.ID] = t
 			l.mu.Unlock()
 			l.wg.Add(1)
 			go l.work(runCtx, t)
@@ -271,6 +276,9 @@ func (l *listener) work(runCtx context.Context, t *Task) {
 	defer func() {
 		l.mu.Lock()
 		l.running--
+		if l.inflight[t.ID] == t {
+			delete(l.inflight, t.ID)
+		}
 		l.mu.Unlock()
 		select {
 		case l.freed <- struct{}{}:
@@ -307,6 +315,26 @@ func (l *listener) work(runCtx context.Context, t *Task) {
 		q.log.Warn("taskqueue: reporting a task's end failed; it will be delivered again", "id", t.ID, "err", cerr)
 	case verdict == "lost":
 		q.log.Warn("taskqueue: claim lost before the task's end was stored", "id", t.ID, "name", t.Name)
+	}
+}
+
+// releaseStuck gives up the claims of the runs whose functions ignored
+// the end of their context: their tasks are queued again at the front, and
+// their late results are refused.
+func (l *listener) releaseStuck() {
+	l.mu.Lock()
+	stuck := make([]*Task, 0, len(l.inflight))
+	for _, t := range l.inflight {
+		stuck = append(stuck, t)
+	}
+	l.mu.Unlock()
+	for _, t := range stuck {
+		l.q.run.forget(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if _, err := l.q.complete(ctx, t, "front", ""); err != nil {
+			l.q.log.Warn("taskqueue: releasing a stuck task failed; its claim will lapse", "id", t.ID, "err", err)
+		}
+		cancel()
 	}
 }
 

@@ -208,6 +208,7 @@ type queryConfig struct {
 	maxAttempts int
 	fallback    time.Duration
 	progress    func(Progress)
+	ranToken    string // the claim of this call's own failed local run (LocalFirst)
 }
 
 // WithTimeout sets the task's timeout (default: the queue's, see

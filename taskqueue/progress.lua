@@ -12,5 +12,5 @@ if tonumber(f[3]) <= NOW then
   return 'expired'
 end
 redis.call('HSET', k, 'pc', ARGV[4], 'pt', ARGV[5], 'pu', NOW)
-tell(k, 'p ' .. ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. NOW .. ' ' .. id)
+tell(k, 'p ' .. ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. NOW .. ' ' .. ARGV[3] .. ' ' .. id)
 return 'ok'

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -63,7 +64,11 @@ func (q *Queue) Query(ctx context.Context, id, name string, params any, opts ...
 	}
 	w := q.hub.watch(id)
 	defer q.hub.unwatch(w)
-	v, err := q.exec(ctx, submitScript, q.keys.Task(id), id, name, p, millis(cfg.timeout), cfg.maxAttempts, q.id, mode, q.id, millis(q.cfg.visibility))
+	fallback := "0"
+	if q.canFallBack(cfg) {
+		fallback = "1"
+	}
+	v, err := q.exec(ctx, submitScript, q.keys.Task(id), id, name, p, millis(cfg.timeout), cfg.maxAttempts, q.id, mode, q.id, millis(q.cfg.visibility), fallback)
 	if err != nil {
 		return nil, q.waitErr(ctx, id, err)
 	}
@@ -99,7 +104,7 @@ func (q *Queue) Submit(ctx context.Context, id, name string, params any, opts ..
 	if err != nil {
 		return false, err
 	}
-	v, err := q.exec(ctx, submitScript, q.keys.Task(id), id, name, p, millis(cfg.timeout), cfg.maxAttempts, "", "q", q.id, millis(q.cfg.visibility))
+	v, err := q.exec(ctx, submitScript, q.keys.Task(id), id, name, p, millis(cfg.timeout), cfg.maxAttempts, "", "q", q.id, millis(q.cfg.visibility), "0")
 	if err != nil {
 		return false, err
 	}
@@ -235,7 +240,7 @@ func (q *Queue) look(ctx context.Context, id string, cfg queryConfig, qid string
 	if cfg.once {
 		once = "1"
 	}
-	v, err := q.exec(ctx, lookScript, q.keys.Task(id), qid, once)
+	v, err := q.exec(ctx, lookScript, q.keys.Task(id), qid, once, id)
 	if err != nil {
 		return nil, err
 	}
@@ -262,35 +267,70 @@ func (q *Queue) look(ctx context.Context, id string, cfg queryConfig, qid string
 	return nil, fmt.Errorf("%w: look reply %q", script.ErrReply, code)
 }
 
+// canFallBack reports whether a query with cfg runs its queued task here
+// should no listener start it in time or its remote runs fail.
+func (q *Queue) canFallBack(cfg queryConfig) bool {
+	return q.cfg.fn != nil && (cfg.policy == RemoteFirst || cfg.policy == Auto)
+}
+
 // await waits for task id to finish. owner is set for the query that
-// queued the task: it cancels the task when it gives up, and falls back to
-// a local run as its policy says.
+// queued the task: it cancels the task when it gives up, and runs it here
+// as its policy says (RemoteFirst, Auto): when no listener started it by
+// the fallback point, when its worker's claim lapsed, or when its remote
+// runs failed (the task is then handed to it, see die in queue.lua).
 func (q *Queue) await(ctx context.Context, w *watch, id string, cfg queryConfig, owner bool) (*Task, error) {
+	fallBack := owner && q.canFallBack(cfg)
 	var fallback <-chan time.Time
-	canFallBack := owner && q.cfg.fn != nil && (cfg.policy == RemoteFirst || cfg.policy == Auto)
-	if canFallBack && cfg.fallback >= 0 {
-		t := time.NewTimer(cfg.fallback)
-		defer t.Stop()
-		fallback = t.C
+	if fallBack {
+		timer := time.NewTimer(cfg.fallback)
+		defer timer.Stop()
+		fallback = timer.C
 	}
 	check := !owner // a joiner or Wait reads the state first (and registers)
+	pastFallback := false
 	var lastProg time.Time
+	report := func(p Progress) {
+		if cfg.progress != nil && !p.UpdatedAt.IsZero() && !p.UpdatedAt.Before(lastProg) {
+			lastProg = p.UpdatedAt
+			cfg.progress(p)
+		}
+	}
+	reportMsg := func(p progressMsg) {
+		if p.token != cfg.ranToken { // not the progress of this call's own failed local run
+			report(p.Progress)
+		}
+	}
 	for {
+		var done *Task // the task, once it is known to have finished
 		if check {
 			check = false
-			t, err := q.look(ctx, id, cfg, q.id)
+			t, err := q.look(ctx, id, queryConfig{}, q.id)
 			switch {
 			case errors.Is(err, errPending):
-				if cfg.progress != nil && t.Progress.UpdatedAt.After(lastProg) {
-					lastProg = t.Progress.UpdatedAt
-					cfg.progress(t.Progress)
+				if t.token != cfg.ranToken {
+					report(t.Progress)
+				}
+				if fallBack && t.State == Active && t.owner == q.id && t.token != "" {
+					// Handed to this caller after its remote runs failed.
+					return q.runHere(ctx, w, t, cfg)
+				}
+				if fallBack && pastFallback && t.State == Pending {
+					// Pending again (its listener stopped or died) after
+					// the fallback point: take it over now.
+					fallback = time.After(0)
 				}
 			case err == nil || errors.As(err, new(*TaskError)):
-				if canFallBack && t.State == Dead {
-					return q.takeOver(ctx, w, id, cfg)
-				}
-				return t, err
+				done = t
 			case errors.Is(err, ErrNotFound):
+				// Another call of this process may have read it once and
+				// shared it just before deleting it.
+				select {
+				case t := <-w.hint:
+					if t != nil {
+						return t, t.Err()
+					}
+				default:
+				}
 				return nil, err
 			case errors.Is(err, redis.ErrClosed):
 				return nil, fmt.Errorf("taskqueue: task %q: %w", id, err)
@@ -301,40 +341,62 @@ func (q *Queue) await(ctx context.Context, w *watch, id string, cfg queryConfig,
 				q.log.Warn("taskqueue: reading a task failed", "id", id, "err", err)
 			}
 		}
-		kick := q.hub.kicked()
-		select {
-		case t := <-w.hint:
-			// Progress sent before the end is reported first.
+		if done == nil {
+			kick := q.hub.kicked()
 			select {
-			case p := <-w.prog:
-				if cfg.progress != nil && !p.UpdatedAt.Before(lastProg) {
-					lastProg = p.UpdatedAt
-					cfg.progress(p)
+			case t := <-w.hint:
+				// Progress sent before the end is reported first.
+				select {
+				case p := <-w.prog:
+					reportMsg(p)
+				default:
 				}
-			default:
-			}
-			if t == nil || cfg.once {
+				if t == nil {
+					check = true
+				}
+				done = t
+			case p := <-w.prog:
+				reportMsg(p)
+			case <-kick:
 				check = true
+			case <-fallback:
+				pastFallback = true
+				t, again, err := q.takeOver(ctx, w, id, cfg)
+				if again > 0 {
+					// A live listener runs it: look again when its claim
+					// would lapse, should its worker die.
+					fallback = time.After(again)
+					continue
+				}
+				return t, err
+			case <-ctx.Done():
+				return nil, q.giveUp(ctx, id, owner)
+			case <-q.done:
+				return nil, ErrClosed
+			}
+			if done == nil {
 				continue
 			}
-			if canFallBack && t.State == Dead {
-				return q.takeOver(ctx, w, id, cfg)
-			}
-			return t, t.Err()
-		case p := <-w.prog:
-			if cfg.progress != nil && !p.UpdatedAt.Before(lastProg) {
-				lastProg = p.UpdatedAt
-				cfg.progress(p)
-			}
-		case <-kick:
-			check = true
-		case <-fallback:
-			return q.takeOver(ctx, w, id, cfg)
-		case <-ctx.Done():
-			return nil, q.giveUp(ctx, id, owner)
-		case <-q.done:
-			return nil, ErrClosed
 		}
+		if fallBack && done.State == Dead {
+			// Its remote runs failed and it was not handed over (its hand-off
+			// was used up): run it here.
+			t, again, err := q.takeOver(ctx, w, id, cfg)
+			if again > 0 {
+				fallback = time.After(again)
+				continue
+			}
+			return t, err
+		}
+		q.hub.share(w, done)
+		if cfg.once {
+			// Shared first: a call of this process reading it after the
+			// delete gets it from the share.
+			if _, err := q.look(ctx, id, cfg, ""); err != nil && !errors.As(err, new(*TaskError)) && !errors.Is(err, ErrNotFound) {
+				q.log.Warn("taskqueue: deleting a read-once result failed", "id", id, "err", err)
+			}
+		}
+		return done, done.Err()
 	}
 }
 
@@ -359,69 +421,73 @@ func (q *Queue) waitErr(ctx context.Context, id string, err error) error {
 	return fmt.Errorf("taskqueue: task %q: %w", id, err)
 }
 
-// awaitRemote waits for a remote run that started, falling back to a
-// local run only when it fails.
-func (q *Queue) awaitRemote(ctx context.Context, w *watch, id string, cfg queryConfig) (*Task, error) {
-	cfg.fallback = -1
-	return q.await(ctx, w, id, cfg, true)
-}
-
 // takeOver claims task id for a local run (RemoteFirst's fallback) unless
-// a listener has started it: it can then no longer run anywhere else.
-func (q *Queue) takeOver(ctx context.Context, w *watch, id string, cfg queryConfig) (*Task, error) {
+// a live listener runs it: it can then no longer run anywhere else. When a
+// listener runs it, it returns how long until that claim would lapse.
+func (q *Queue) takeOver(ctx context.Context, w *watch, id string, cfg queryConfig) (*Task, time.Duration, error) {
 	v, err := q.exec(ctx, stealScript, q.keys.Task(id), id, q.id, millis(q.cfg.visibility))
 	if err != nil {
-		return nil, q.waitErr(ctx, id, err)
+		return nil, 0, q.waitErr(ctx, id, err)
 	}
 	code, rest, err := reply(v)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	switch code {
 	case "none":
-		return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
+		return nil, 0, fmt.Errorf("%w: %q", ErrNotFound, id)
 	case "done":
-		return q.finished(ctx, id, rest, cfg)
+		t, err := q.finished(ctx, id, rest, cfg)
+		return t, 0, err
 	case "active":
-		// A listener started it meanwhile: its result is awaited (and,
-		// should it fail, the local run follows).
-		return q.awaitRemote(ctx, w, id, cfg)
-	case "l":
-		t, err := q.look(ctx, id, queryConfig{}, "")
-		if !errors.Is(err, errPending) {
-			// It cannot change between the two scripts but by another
-			// take-over; wait for whoever has it.
-			return q.await(ctx, w, id, cfg, false)
+		ss, err := script.Strings(rest)
+		if err != nil || len(ss) != 1 {
+			return nil, 0, fmt.Errorf("%w: steal reply %v", script.ErrReply, rest)
 		}
-		lt, err := localTask(id, t.Name, string(t.Params), rest)
+		ms, err := strconv.ParseInt(ss[0], 10, 64)
 		if err != nil {
-			return nil, err
+			return nil, 0, fmt.Errorf("%w: steal reply %v", script.ErrReply, rest)
 		}
-		lt.Deliveries, lt.Attempts = t.Deliveries, t.Attempts
-		cfg.policy = Local
-		return q.runHere(ctx, w, lt, cfg)
+		return nil, time.Duration(ms)*time.Millisecond + 20*time.Millisecond, nil
+	case "l":
+		if len(rest) != 1 {
+			return nil, 0, fmt.Errorf("%w: steal reply", script.ErrReply)
+		}
+		t, err := taskFromFlat(id, rest[0])
+		if err != nil {
+			return nil, 0, err
+		}
+		t, err = q.runHere(ctx, w, t, cfg)
+		return t, 0, err
 	}
-	return nil, fmt.Errorf("%w: steal reply %q", script.ErrReply, code)
+	return nil, 0, fmt.Errorf("%w: steal reply %q", script.ErrReply, code)
 }
 
 // runHere runs t, claimed for this Queue value, with the local task
 // function, and records its end. LocalFirst hands a failed run to the
 // listeners and waits for them.
 func (q *Queue) runHere(ctx context.Context, w *watch, t *Task, cfg queryConfig) (*Task, error) {
-	t.q = q
+	t.q, t.progress = q, cfg.progress
+	t.State = Active
 	rctx, end := q.run.start(ctx, t)
 	res, err := q.call(rctx, t)
 	ended, cause := rctx.Err() != nil, context.Cause(rctx)
 	end()
+	t.progress = nil
+	// The messages of this run (its progress, told to this process too)
+	// are not news to its caller.
+	drain(w)
 	outcome, val := "ok", string(res)
 	switch {
 	case err == nil:
 	case ended && errors.Is(cause, ErrClaimLost):
 		// Someone else has the task now: wait for their result.
 		return q.await(ctx, w, t.ID, cfg, false)
+	case ended && errors.Is(cause, ErrClosed):
+		outcome, val = "front", ""
 	case ctx.Err() != nil || ended && errors.Is(cause, ErrCancelled):
 		outcome, val = "cancel", ""
-	case cfg.policy == LocalFirst:
+	case cfg.policy == LocalFirst && !errors.Is(err, ErrSkipRetry):
 		outcome, val = "requeue", ""
 	default:
 		outcome, val = "failed", err.Error()
@@ -435,26 +501,41 @@ func (q *Queue) runHere(ctx context.Context, w *watch, t *Task, cfg queryConfig)
 	switch {
 	case verdict == "lost":
 		return q.await(ctx, w, t.ID, cfg, false)
+	case outcome == "front":
+		return nil, ErrClosed
 	case outcome == "requeue":
 		q.log.Info("taskqueue: local run failed; the task goes to listeners", "id", t.ID, "err", err)
-		cfg.policy = Remote
+		cfg.policy, cfg.ranToken = Remote, t.token
 		return q.await(ctx, w, t.ID, cfg, true)
 	case outcome == "cancel":
 		return nil, q.waitErr(ctx, t.ID, cmpErr(ctx.Err(), ErrCancelled))
 	}
-	t.q, t.token = nil, ""
+	t.q, t.token, t.owner = nil, "", ""
 	t.Finished = time.Now()
 	if outcome == "ok" {
 		t.State, t.Result = Done, res
 	} else {
 		t.State, t.Error = Failed, val
 	}
+	q.hub.share(w, t)
 	if cfg.once {
-		if _, err := q.look(dctx, t.ID, cfg, ""); err != nil && !errors.As(err, new(*TaskError)) {
+		if _, err := q.look(dctx, t.ID, cfg, ""); err != nil && !errors.As(err, new(*TaskError)) && !errors.Is(err, ErrNotFound) {
 			q.log.Warn("taskqueue: deleting a read-once result failed", "id", t.ID, "err", err)
 		}
 	}
 	return t, t.Err()
+}
+
+// drain empties w's buffers.
+func drain(w *watch) {
+	for {
+		select {
+		case <-w.hint:
+		case <-w.prog:
+		default:
+			return
+		}
+	}
 }
 
 func cmpErr(a, b error) error {

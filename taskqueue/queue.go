@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -185,12 +184,13 @@ type Stats struct {
 // Stats returns the counts of the given task names, or of every name used
 // when none is given, in one round trip.
 func (q *Queue) Stats(ctx context.Context, names ...string) ([]Stats, error) {
-	args := make([]any, len(names))
-	for i, n := range names {
+	args := make([]any, 0, len(names)+1)
+	args = append(args, millis(q.cfg.deadTTL))
+	for _, n := range names {
 		if err := checkKey("name", n); err != nil {
 			return nil, err
 		}
-		args[i] = n
+		args = append(args, n)
 	}
 	v, err := q.exec(ctx, statsScript, q.keys.Seq(), args...)
 	if err != nil {
@@ -224,25 +224,25 @@ func (q *Queue) DeadLetters(ctx context.Context, name string, n int) ([]*Task, e
 	if n < 1 {
 		return nil, fmt.Errorf("%w: count %d, must be ≥ 1", ErrInvalidArgument, n)
 	}
-	ids, err := q.c.ZRange(ctx, q.keys.Name("x", name), 0, int64(n-1)).Result()
+	v, err := q.exec(ctx, deadScript, q.keys.Name("x", name), name, millis(q.cfg.deadTTL), n)
 	if err != nil {
-		return nil, fmt.Errorf("taskqueue: dead letters of %q: %w", name, err)
+		return nil, err
 	}
-	cmds := make([]*redis.MapStringStringCmd, len(ids))
-	_, err = q.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, id := range ids {
-			cmds[i] = p.HGetAll(ctx, q.keys.Task(id))
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("taskqueue: dead letters of %q: %w", name, err)
+	arr, ok := v.([]any)
+	if !ok || len(arr)%2 != 0 {
+		return nil, fmt.Errorf("%w: dead letters reply %T", script.ErrReply, v)
 	}
-	out := make([]*Task, 0, len(ids))
-	for i, c := range cmds {
-		if m := c.Val(); m["s"] == string(Dead) {
-			out = append(out, taskFromMap(ids[i], m))
+	out := make([]*Task, 0, len(arr)/2)
+	for i := 0; i < len(arr); i += 2 {
+		id, ok := arr[i].(string)
+		if !ok {
+			return nil, fmt.Errorf("%w: dead letter id %T", script.ErrReply, arr[i])
 		}
+		t, err := taskFromFlat(id, arr[i+1])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
 	}
 	return out, nil
 }

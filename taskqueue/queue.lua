@@ -45,6 +45,16 @@ local function record(k)
   return redis.call('HGETALL', k)
 end
 
+-- netstrings encodes a flat array of strings as "<length>:<bytes>" each,
+-- which any bytes survive.
+local function netstrings(arr)
+  local out = {}
+  for i, v in ipairs(arr) do
+    out[i] = #v .. ':' .. v
+  end
+  return table.concat(out)
+end
+
 -- ring wakes one idle listener of name: the bell holds at most one ring,
 -- which stays until a listener takes it, so no wake-up is lost.
 local function ring(name)
@@ -74,6 +84,18 @@ local function tell(k, msg)
   end
 end
 
+-- claim_for makes task k active for owner with a fresh token and a lease
+-- deadline lease ms away, and returns the token. The progress and error of
+-- an earlier run are cleared, so every run starts clean.
+local function claim_for(k, id, name, owner, lease)
+  local tk = tostring(redis.call('INCR', SEQ))
+  redis.call('HSET', k, 's', 'active', 'tk', tk, 'o', owner, 'c', '0', 'err', '', 'res', '', 'f', '')
+  redis.call('HDEL', k, 'pc', 'pt', 'pu')
+  redis.call('HINCRBY', k, 'dl', 1)
+  redis.call('ZADD', akey(name), NOW + lease, id)
+  return tk
+end
+
 -- finish makes task k (named name, id id) terminal in state st with its
 -- result or error, keeps it for keep ms and tells its waiters.
 local function finish(k, id, name, st, res, err, keep)
@@ -86,22 +108,40 @@ local function finish(k, id, name, st, res, err, keep)
   -- need not read it.
   local params = redis.call('HGET', k, 'p') or ''
   if #res + #err + #params <= INLINE then
-    tell(k, 'd ' .. #id .. ' ' .. id .. cjson.encode(record(k)))
+    tell(k, 'd ' .. #id .. ' ' .. id .. netstrings(record(k)))
   else
     tell(k, 'd ' .. #id .. ' ' .. id)
   end
 end
 
--- claim_for makes task k active for owner with a fresh token and a lease
--- deadline lease ms away, and returns the token. The progress and error of
--- an earlier run are cleared, so every run starts clean.
-local function claim_for(k, id, name, owner, lease)
-  local tk = tostring(redis.call('INCR', SEQ))
-  redis.call('HSET', k, 's', 'active', 'tk', tk, 'o', owner, 'c', '0', 'err', '', 'res', '')
-  redis.call('HDEL', k, 'pc', 'pt', 'pu')
-  redis.call('HINCRBY', k, 'dl', 1)
-  redis.call('ZADD', akey(name), NOW + lease, id)
-  return tk
+-- die makes task k a dead letter with error err, kept for deadlife ms (or
+-- its timeout, when longer). When a caller waits to run the task itself
+-- should its remote runs fail (field fb: a RemoteFirst or Auto query), the
+-- task is handed to that caller instead, claimed for it with a lease of
+-- lease ms, and the caller is told ("o <id length> <id>"): it finds the
+-- claim (its token) in the record.
+local function die(k, id, name, err, deadlife, lease)
+  local fb = redis.call('HGET', k, 'fb')
+  if fb and fb ~= '' then
+    redis.call('HSET', k, 'fb', '')
+    claim_for(k, id, name, fb, lease)
+    redis.call('PUBLISH', T .. '|c|' .. fb, 'o ' .. #id .. ' ' .. id)
+    return 'handed'
+  end
+  redis.call('ZADD', xkey(name), NOW, id)
+  local tt = tonumber(redis.call('HGET', k, 'tt')) or 0
+  finish(k, id, name, 'dead', '', err, math.max(deadlife, tt))
+  return 'dead'
+end
+
+-- nudge tells the caller that would run task k itself (field fb, see die)
+-- that the task is pending again, so that, past its fallback point, it
+-- takes the task over at once.
+local function nudge(k, id)
+  local fb = redis.call('HGET', k, 'fb')
+  if fb and fb ~= '' then
+    redis.call('PUBLISH', T .. '|c|' .. fb, 'o ' .. #id .. ' ' .. id)
+  end
 end
 
 -- withdraw takes pending or dead task id out of its name's sets.

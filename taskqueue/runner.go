@@ -19,6 +19,10 @@ import (
 // cancelled has its run's context cancelled.
 type runner struct {
 	q *Queue
+	// beating is held for a whole heartbeat, and by withdraw: a heartbeat
+	// that read a name before Listen stopped cannot advertise it again
+	// after Listen withdrew it.
+	beating sync.Mutex
 
 	mu     sync.Mutex
 	runs   map[string]*run // by task id
@@ -69,6 +73,16 @@ func (r *runner) start(parent context.Context, t *Task) (context.Context, func()
 			delete(r.runs, t.ID)
 		}
 		r.mu.Unlock()
+	}
+}
+
+// forget stops heartbeating the run of t (claimed with t.token), whose
+// claim is given up while its function still runs.
+func (r *runner) forget(t *Task) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ru := r.runs[t.ID]; ru != nil && ru.token == t.token {
+		delete(r.runs, t.ID)
 	}
 }
 
@@ -133,6 +147,8 @@ func (r *runner) heartbeats() {
 
 // beat sends one heartbeat, when there is anything to beat for.
 func (r *runner) beat(ctx context.Context) error {
+	r.beating.Lock()
+	defer r.beating.Unlock()
 	r.mu.Lock()
 	names := make([]string, 0, len(r.names))
 	for n := range r.names {
@@ -247,7 +263,7 @@ func (q *Queue) complete(ctx context.Context, t *Task, outcome, val string) (str
 	if outcome == "fail" {
 		backoff = millis(q.cfg.backoff(t.Attempts + 1))
 	}
-	v, err := q.exec(ctx, completeScript, q.keys.Task(t.ID), t.ID, t.token, outcome, val, backoff, millis(q.cfg.deadTTL))
+	v, err := q.exec(ctx, completeScript, q.keys.Task(t.ID), t.ID, t.token, outcome, val, backoff, millis(q.cfg.deadTTL), millis(q.cfg.visibility))
 	if err != nil {
 		return "", err
 	}

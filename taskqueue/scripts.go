@@ -29,6 +29,8 @@ var (
 	requeueLua string
 	//go:embed stats.lua
 	statsLua string
+	//go:embed dead.lua
+	deadLua string
 )
 
 // withPrelude joins queue.lua before an operation's script.
@@ -47,4 +49,5 @@ var (
 	stealScript    = withPrelude("steal.lua", stealLua)
 	requeueScript  = withPrelude("requeue.lua", requeueLua)
 	statsScript    = withPrelude("stats.lua", statsLua)
+	deadScript     = withPrelude("dead.lua", deadLua)
 )

@@ -1,13 +1,15 @@
 -- steal.lua: take a task over to run it here (RemoteFirst and Auto falling
--- back to local) when no listener has started it, or when its remote run
--- failed: a pending or dead task becomes active for the owner with a
--- fresh token, in the same step that withdraws it, so it runs in one
--- place only. A task a listener is running is left to it.
+-- back to local) when no listener has started it, or when its worker's
+-- claim lapsed: a pending (or dead) task, or one whose claim lapsed,
+-- becomes active for the owner with a fresh token, in the same step that
+-- withdraws it, so it runs in one place only. A task a live listener is
+-- running is left to it.
 -- KEYS[1] T|t|<id>
 -- ARGV[2] id, [3] owner, [4] lease ms.
--- Reply: {"none"}, {"active"} when a worker runs it, {"done", record} when
+-- Reply: {"none"}, {"active", ms left of its claim} when a live worker
+-- runs it, {"done", record} when
 -- it finished meanwhile (done, failed, cancelled or expired), else {"l",
--- token, expiry ms, created ms}.
+-- record} (its token in field tk).
 local k, id, owner, lease = KEYS[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local f = redis.call('HMGET', k, 's', 'n')
 local st, name = f[1], f[2]
@@ -15,11 +17,23 @@ if not st then
   return {'none'}
 end
 if st == 'active' then
-  return {'active'}
+  local deadline = tonumber(redis.call('ZSCORE', akey(name), id))
+  if deadline and deadline > NOW then
+    return {'active', tostring(deadline - NOW)}
+  end
+  -- Its claim lapsed: its worker died or stalled. A stalled one is told
+  -- to stop; its token no longer counts.
+  redis.call('HINCRBY', k, 'l', 1)
+  local o = redis.call('HGET', k, 'o')
+  if o and o ~= owner then
+    redis.call('PUBLISH', T .. '|c|' .. o, 'c ' .. id)
+  end
 end
 if TERMINAL[st] and st ~= 'dead' then
   return {'done', record(k)}
 end
 withdraw(id, name)
+redis.call('HSET', k, 'fb', '')
 redis.call('PEXPIRE', k, 2 * tonumber(redis.call('HGET', k, 'tt')) + 60000)
-return {'l', claim_for(k, id, name, owner, lease), redis.call('HGET', k, 'x'), redis.call('HGET', k, 'ct')}
+claim_for(k, id, name, owner, lease)
+return {'l', record(k)}

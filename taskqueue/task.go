@@ -63,8 +63,10 @@ type Task struct {
 	Created              time.Time
 	Finished             time.Time // zero until terminal
 
-	q     *Queue // set for a run: Update reports through it
-	token string
+	q        *Queue // set for a run: Update reports through it
+	token    string // the claim's token (from a record: its current claim's)
+	owner    string // the id of the Queue value holding the claim
+	progress func(Progress)
 }
 
 // DecodeParams unmarshals the task's params into v.
@@ -94,7 +96,8 @@ func (t *Task) Err() error {
 }
 
 // Update saves the running task's progress and tells the callers waiting
-// for it. Every update is saved. It returns ErrExpired once the task has
+// for it (a local run's caller, through WithProgress, on the goroutine that
+// calls Update). Every update is saved. It returns ErrExpired once the task has
 // expired and ErrClaimLost when this run no longer holds the task; nothing
 // is saved then. It may only be called on the task a TaskFunc received.
 func (t *Task) Update(ctx context.Context, current, total float64) error {
@@ -114,6 +117,9 @@ func (t *Task) Update(ctx context.Context, current, total float64) error {
 	}
 	switch v {
 	case "ok":
+		if t.progress != nil {
+			t.progress(Progress{Current: current, Total: total, UpdatedAt: time.Now()})
+		}
 		return nil
 	case "lost":
 		return fmt.Errorf("taskqueue: task %q: %w", t.ID, ErrClaimLost)
@@ -142,7 +148,7 @@ func taskFromFlat(id string, v any) (*Task, error) {
 // taskFromMap decodes a task record. Fields that are missing or malformed
 // stay zero.
 func taskFromMap(id string, m map[string]string) *Task {
-	t := &Task{ID: id, Name: m["n"], State: State(m["s"]), Error: m["err"]}
+	t := &Task{ID: id, Name: m["n"], State: State(m["s"]), Error: m["err"], token: m["tk"], owner: m["o"]}
 	if p := m["p"]; p != "" {
 		t.Params = json.RawMessage(p)
 	}

@@ -6,7 +6,9 @@ package keys
 //	                     m max attempts, a failed attempts, l lost claims, dl deliveries,
 //	                     r ids of the taskqueue.Queue values to tell, ct created ms, s state,
 //	                     tk claim token, o owner, c cancel asked ("1"), pc pt pu progress
-//	                     (current, total, ms), res result (JSON), err error, f finished ms
+//	                     (current, total, ms), res result (JSON), err error, f finished ms,
+//	                     fb the Queue value that runs the task itself should its remote
+//	                     runs fail (a RemoteFirst or Auto query)
 //	T|q|<name>  [ZSET]   pending task ids ready to run, scored by a sequence number
 //	                     (negative: requeued at the front)
 //	T|d|<name>  [ZSET]   pending task ids waiting out a retry back-off, scored by when due (ms)
@@ -17,8 +19,10 @@ package keys
 //	T|seq       [STRING] counter of ready sequence numbers and claim tokens
 //	T|names     [SET]    every task name used
 //	T|c|<qid>   [channel] messages to taskqueue.Queue value qid: "d <id length> <id>[<record
-//	                     JSON>]" task finished, "p <current> <total> <ms> <id>" progress,
-//	                     "c <id>" cancel
+//	                     as netstrings>]" task finished, "p <current> <total> <ms> <token> <id>"
+//	                     progress, "c <id>" cancel, "o <id length> <id>" a task handed to
+//	                     its caller after its remote runs failed, or pending again (see
+//	                     field fb)
 
 // Tasks names the keys of one task queue namespace, all under the hash tag
 // {<prefix>|<suffix>} so that every script runs in one Redis Cluster slot.
