@@ -186,15 +186,15 @@ func TestAdvBOnceWaitTakesLargeResultFromQuery(t *testing.T) {
 		}
 		qerr <- err
 	}()
+	waitUntil(t, 5*time.Second, "the task pending", func() bool {
+		got, err := caller.GetTask(ctx, "big")
+		return err == nil && got.State == taskqueue.Active
+	})
 	werr := make(chan error, 1)
 	go func() {
 		_, err := caller.Wait(ctx, "big", taskqueue.WithOnce())
 		werr <- err
 	}()
-	waitUntil(t, 5*time.Second, "the task pending", func() bool {
-		got, err := caller.GetTask(ctx, "big")
-		return err == nil && got.State == taskqueue.Active
-	})
 	time.Sleep(100 * time.Millisecond) // the Wait has read and registered
 	close(release)
 	if err := <-werr; err != nil {

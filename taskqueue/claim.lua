@@ -4,7 +4,7 @@
 -- ARGV[2] owner, [3] n, [4] lease ms, [5] budget (expired claims and due
 -- retries handled per name), [6] max lost (a task whose claim expired that
 -- many times is dead), [7] dead letters' life ms, [8] count of names,
--- [9..] names, in the order to serve them.
+-- [9..] names, in the order to serve them, then the request's nonce.
 -- Reply: {claimed, skipped, next} where claimed is a flat array of
 -- id, token, name, params, expiry ms, attempts failed, deliveries, max
 -- attempts per task; skipped lists "id reason" for tasks dropped without
@@ -13,8 +13,29 @@
 local owner, n, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local budget, maxlost, deadlife = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local count = tonumber(ARGV[8])
+local nonce = ARGV[9 + count]
 local claimed, skipped = {}, {}
 local next = -1
+
+-- The same request sent again (its reply was lost) gets the tasks the
+-- first one claimed: they are remembered for a minute per owner.
+local LAST = T .. '|lc|' .. owner
+if n > 0 then
+  local last = redis.call('GET', LAST)
+  if last and string.sub(last, 1, #nonce + 1) == nonce .. '|' then
+    local pairs_ = unnet(string.sub(last, #nonce + 2))
+    for i = 1, #pairs_, 2 do
+      local id, tk = pairs_[i], pairs_[i + 1]
+      local f = redis.call('HMGET', tkey(id), 's', 'tk', 'n', 'p', 'x', 'a', 'dl', 'm')
+      if f[1] == 'active' and f[2] == tk then
+        local n1 = #claimed
+        claimed[n1 + 1], claimed[n1 + 2], claimed[n1 + 3], claimed[n1 + 4] = id, tk, f[3], f[4]
+        claimed[n1 + 5], claimed[n1 + 6], claimed[n1 + 7], claimed[n1 + 8] = f[5], f[6], f[7], f[8]
+      end
+    end
+    return {claimed, skipped, next}
+  end
+end
 
 for i = 1, count do
   local name = ARGV[8 + i]
@@ -82,5 +103,12 @@ for i = 1, count do
   if redis.call('ZCARD', qkey(name)) > 0 then
     ring(name)
   end
+end
+if #claimed > 0 then
+  local remember = {}
+  for i = 1, #claimed, 8 do
+    remember[#remember + 1], remember[#remember + 2] = claimed[i], claimed[i + 1]
+  end
+  redis.call('SET', LAST, nonce .. '|' .. netstrings(remember), 'PX', 60000)
 end
 return {claimed, skipped, next}

@@ -139,7 +139,7 @@ func (h *hub) deliver(payload string) {
 		id, body := after[:n], after[n:]
 		var t *Task
 		if kind == 'd' && body != "" {
-			if flat, ok := parseNetstrings(body); ok {
+			if flat, ok := decodeStrings(body); ok {
 				if tt, err := taskFromFlat(id, toAny(flat)); err == nil && tt.State.Terminal() {
 					t = tt
 				}
@@ -174,21 +174,6 @@ func (h *hub) deliver(payload string) {
 			}
 		})
 	}
-}
-
-// parseNetstrings decodes "<length>:<bytes>"... (see queue.lua).
-func parseNetstrings(s string) ([]string, bool) {
-	var out []string
-	for s != "" {
-		ns, rest, ok := strings.Cut(s, ":")
-		n, err := strconv.Atoi(ns)
-		if !ok || err != nil || n < 0 || n > len(rest) {
-			return nil, false
-		}
-		out = append(out, rest[:n])
-		s = rest[n:]
-	}
-	return out, true
 }
 
 // share hands terminal task t, which the call of from has read, to the

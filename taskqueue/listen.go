@@ -234,6 +234,7 @@ func (l *listener) claim(ctx context.Context, n int) ([]*Task, []string, time.Du
 	for i := range l.names {
 		args = append(args, l.names[(l.next+i)%len(l.names)])
 	}
+	args = append(args, randomID())
 	l.next++
 	v, err := q.exec(ctx, claimScript, q.keys.Seq(), args...)
 	if err != nil {
@@ -307,10 +308,18 @@ func (l *listener) work(runCtx context.Context, t *Task) {
 	default:
 		outcome, val = "fail", err.Error()
 	}
+	var backoff time.Duration
+	if outcome == "fail" {
+		backoff = q.cfg.backoff(t.Attempts + 1)
+	}
 	dctx, cancel := detached(runCtx)
 	defer cancel()
-	verdict, cerr := q.complete(dctx, t, outcome, val)
+	verdict, cerr := q.complete(dctx, t, outcome, val, backoff)
 	switch {
+	case verdict == "retry":
+		// Wake a listener when the retry is due, rather than at its next
+		// reclaim tick.
+		time.AfterFunc(backoff, func() { q.ring(t.Name) })
 	case cerr != nil:
 		q.log.Warn("taskqueue: reporting a task's end failed; it will be delivered again", "id", t.ID, "err", cerr)
 	case verdict == "lost":
@@ -331,10 +340,26 @@ func (l *listener) releaseStuck() {
 	for _, t := range stuck {
 		l.q.run.forget(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if _, err := l.q.complete(ctx, t, "front", ""); err != nil {
+		if _, err := l.q.complete(ctx, t, "front", "", 0); err != nil {
 			l.q.log.Warn("taskqueue: releasing a stuck task failed; its claim will lapse", "id", t.ID, "err", err)
 		}
 		cancel()
+	}
+}
+
+// ring rings the doorbell of name, waking a listener blocked on it; the
+// bell keeps at most one ring.
+func (q *Queue) ring(name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	bell := q.keys.Name("b", name)
+	_, err := q.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.RPush(ctx, bell, "1")
+		p.LTrim(ctx, bell, 0, 0)
+		return nil
+	})
+	if err != nil {
+		q.log.Warn("taskqueue: ringing for a retry failed; a listener finds it within a second", "name", name, "err", err)
 	}
 }
 

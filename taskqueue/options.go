@@ -209,6 +209,7 @@ type queryConfig struct {
 	fallback    time.Duration
 	progress    func(Progress)
 	ranToken    string // the claim of this call's own failed local run (LocalFirst)
+	inc         string // the incarnation of the task waited for (field rq; "" unknown)
 }
 
 // WithTimeout sets the task's timeout (default: the queue's, see

@@ -22,8 +22,12 @@ import (
 // Duplicate ids: the id names the task. When task id is pending or
 // running, Query joins it: it waits for that task's result (the name,
 // params and options of the second call are ignored). When task id has
-// finished and its result is still kept, Query returns it at once (with
-// WithOnce, deleting it). Otherwise a new task is created.
+// finished (done, failed or dead) and its record is still kept, Query
+// returns it at once (with WithOnce, deleting it). Otherwise a new task is
+// created.
+//
+// A task that was cancelled or expired is not a result: a query of its id
+// replaces it with a new task.
 //
 // When ctx ends, or the timeout passes, before the task finished, a Query
 // that created the task cancels it (a worker running it sees its context
@@ -68,8 +72,15 @@ func (q *Queue) Query(ctx context.Context, id, name string, params any, opts ...
 	if q.canFallBack(cfg) {
 		fallback = "1"
 	}
-	v, err := q.exec(ctx, submitScript, q.keys.Task(id), id, name, p, millis(cfg.timeout), cfg.maxAttempts, q.id, mode, q.id, millis(q.cfg.visibility), fallback)
+	nonce := randomID()
+	cfg.inc = nonce
+	v, err := q.exec(ctx, submitScript, q.keys.Task(id), id, name, p, millis(cfg.timeout), cfg.maxAttempts, q.id, mode, q.id, millis(q.cfg.visibility), fallback, nonce)
 	if err != nil {
+		if unknownOutcome(err) {
+			// The task may have been created, perhaps claimed for this
+			// caller, who will not run it: withdraw it.
+			q.giveBack(ctx, id, nonce)
+		}
 		return nil, q.waitErr(ctx, id, err)
 	}
 	code, rest, err := reply(v)
@@ -78,8 +89,11 @@ func (q *Queue) Query(ctx context.Context, id, name string, params any, opts ...
 	}
 	switch code {
 	case "done":
-		return q.finished(ctx, id, rest, cfg)
+		return q.finished(ctx, w, id, rest, cfg)
 	case "join":
+		if len(rest) == 2 {
+			cfg.inc, _ = rest[1].(string)
+		}
 		return q.await(ctx, w, id, cfg, false)
 	case "q":
 		return q.await(ctx, w, id, cfg, true)
@@ -87,6 +101,9 @@ func (q *Queue) Query(ctx context.Context, id, name string, params any, opts ...
 		t, err := localTask(id, name, p, rest)
 		if err != nil {
 			return nil, err
+		}
+		if len(rest) == 4 {
+			cfg.inc, _ = rest[3].(string) // joined a task whose claim lapsed
 		}
 		return q.runHere(ctx, w, t, cfg)
 	}
@@ -104,7 +121,7 @@ func (q *Queue) Submit(ctx context.Context, id, name string, params any, opts ..
 	if err != nil {
 		return false, err
 	}
-	v, err := q.exec(ctx, submitScript, q.keys.Task(id), id, name, p, millis(cfg.timeout), cfg.maxAttempts, "", "q", q.id, millis(q.cfg.visibility), "0")
+	v, err := q.exec(ctx, submitScript, q.keys.Task(id), id, name, p, millis(cfg.timeout), cfg.maxAttempts, "", "q", q.id, millis(q.cfg.visibility), "0", randomID())
 	if err != nil {
 		return false, err
 	}
@@ -204,7 +221,7 @@ func reply(v any) (string, []any, error) {
 // created} reply: its first delivery unless the caller says otherwise.
 func localTask(id, name, params string, rest []any) (*Task, error) {
 	ss, err := script.Strings(rest)
-	if err != nil || len(ss) != 3 {
+	if err != nil || len(ss) < 3 {
 		return nil, fmt.Errorf("%w: claim for a local run: %v", script.ErrReply, rest)
 	}
 	return &Task{
@@ -215,16 +232,26 @@ func localTask(id, name, params string, rest []any) (*Task, error) {
 
 // finished returns a terminal task from its record, deleting it first
 // when once is asked.
-func (q *Queue) finished(ctx context.Context, id string, rest []any, cfg queryConfig) (*Task, error) {
-	if cfg.once {
-		return q.look(ctx, id, cfg, "")
-	}
+func (q *Queue) finished(ctx context.Context, w *watch, id string, rest []any, cfg queryConfig) (*Task, error) {
 	if len(rest) != 1 {
 		return nil, fmt.Errorf("%w: record reply", script.ErrReply)
 	}
 	t, err := taskFromFlat(id, rest[0])
 	if err != nil {
 		return nil, err
+	}
+	if cfg.once {
+		cfg.inc = t.inc
+		switch got, err := q.look(ctx, id, cfg, ""); {
+		case err == nil || errors.As(err, new(*TaskError)):
+			t = got
+		case errors.Is(err, errPending), errors.Is(err, ErrNotFound):
+			// Queued again (a dead letter requeued), or consumed by
+			// another caller, since: the finished record stands, not
+			// deleted by this call.
+		default:
+			return nil, err
+		}
 	}
 	return t, t.Err()
 }
@@ -240,7 +267,7 @@ func (q *Queue) look(ctx context.Context, id string, cfg queryConfig, qid string
 	if cfg.once {
 		once = "1"
 	}
-	v, err := q.exec(ctx, lookScript, q.keys.Task(id), qid, once, id)
+	v, err := q.exec(ctx, lookScript, q.keys.Task(id), qid, once, id, randomID(), cfg.inc)
 	if err != nil {
 		return nil, err
 	}
@@ -304,13 +331,16 @@ func (q *Queue) await(ctx context.Context, w *watch, id string, cfg queryConfig,
 		var done *Task // the task, once it is known to have finished
 		if check {
 			check = false
-			t, err := q.look(ctx, id, queryConfig{}, q.id)
+			t, err := q.look(ctx, id, queryConfig{inc: cfg.inc}, q.id)
+			if t != nil && cfg.inc == "" {
+				cfg.inc = t.inc // Wait: the incarnation found
+			}
 			switch {
 			case errors.Is(err, errPending):
 				if t.token != cfg.ranToken {
 					report(t.Progress)
 				}
-				if fallBack && t.State == Active && t.owner == q.id && t.token != "" {
+				if fallBack && t.State == Active && t.handed && t.owner == q.id && !q.run.running(t) {
 					// Handed to this caller after its remote runs failed.
 					return q.runHere(ctx, w, t, cfg)
 				}
@@ -336,7 +366,7 @@ func (q *Queue) await(ctx context.Context, w *watch, id string, cfg queryConfig,
 				return nil, fmt.Errorf("taskqueue: task %q: %w", id, err)
 			default:
 				if ctx.Err() != nil {
-					return nil, q.giveUp(ctx, id, owner)
+					return nil, q.giveUp(ctx, id, owner, cfg.inc)
 				}
 				q.log.Warn("taskqueue: reading a task failed", "id", id, "err", err)
 			}
@@ -350,6 +380,9 @@ func (q *Queue) await(ctx context.Context, w *watch, id string, cfg queryConfig,
 				case p := <-w.prog:
 					reportMsg(p)
 				default:
+				}
+				if t != nil && cfg.inc != "" && t.inc != cfg.inc {
+					t = nil // about an earlier incarnation of the id: read the state
 				}
 				if t == nil {
 					check = true
@@ -370,7 +403,7 @@ func (q *Queue) await(ctx context.Context, w *watch, id string, cfg queryConfig,
 				}
 				return t, err
 			case <-ctx.Done():
-				return nil, q.giveUp(ctx, id, owner)
+				return nil, q.giveUp(ctx, id, owner, cfg.inc)
 			case <-q.done:
 				return nil, ErrClosed
 			}
@@ -400,16 +433,30 @@ func (q *Queue) await(ctx context.Context, w *watch, id string, cfg queryConfig,
 	}
 }
 
-// giveUp ends a wait whose ctx ended; the owner cancels the task.
-func (q *Queue) giveUp(ctx context.Context, id string, owner bool) error {
+// giveUp ends a wait whose ctx ended; the owner cancels the task (its
+// incarnation inc).
+func (q *Queue) giveUp(ctx context.Context, id string, owner bool, inc string) error {
 	if owner {
-		dctx, cancel := detached(ctx)
-		defer cancel()
-		if _, err := q.Cancel(dctx, id); err != nil {
-			q.log.Warn("taskqueue: cancelling an abandoned task failed", "id", id, "err", err)
-		}
+		q.giveBack(ctx, id, inc)
 	}
 	return q.waitErr(ctx, id, ctx.Err())
+}
+
+// giveBack cancels incarnation inc of task id, which its caller no longer
+// waits for, in the background of ctx.
+func (q *Queue) giveBack(ctx context.Context, id, inc string) {
+	dctx, cancel := detached(ctx)
+	defer cancel()
+	if _, err := q.cancel(dctx, id, inc); err != nil {
+		q.log.Warn("taskqueue: cancelling an abandoned task failed", "id", id, "err", err)
+	}
+}
+
+// unknownOutcome reports whether err leaves it unknown if Redis ran the
+// command: anything but an error reply from Redis.
+func unknownOutcome(err error) bool {
+	var rerr redis.Error
+	return !errors.As(err, &rerr)
 }
 
 // waitErr describes err of a wait for task id: ErrTimeout when the query's
@@ -425,7 +472,7 @@ func (q *Queue) waitErr(ctx context.Context, id string, err error) error {
 // a live listener runs it: it can then no longer run anywhere else. When a
 // listener runs it, it returns how long until that claim would lapse.
 func (q *Queue) takeOver(ctx context.Context, w *watch, id string, cfg queryConfig) (*Task, time.Duration, error) {
-	v, err := q.exec(ctx, stealScript, q.keys.Task(id), id, q.id, millis(q.cfg.visibility))
+	v, err := q.exec(ctx, stealScript, q.keys.Task(id), id, q.id, millis(q.cfg.visibility), randomID())
 	if err != nil {
 		return nil, 0, q.waitErr(ctx, id, err)
 	}
@@ -437,7 +484,7 @@ func (q *Queue) takeOver(ctx context.Context, w *watch, id string, cfg queryConf
 	case "none":
 		return nil, 0, fmt.Errorf("%w: %q", ErrNotFound, id)
 	case "done":
-		t, err := q.finished(ctx, id, rest, cfg)
+		t, err := q.finished(ctx, w, id, rest, cfg)
 		return t, 0, err
 	case "active":
 		ss, err := script.Strings(rest)
@@ -494,7 +541,7 @@ func (q *Queue) runHere(ctx context.Context, w *watch, t *Task, cfg queryConfig)
 	}
 	dctx, cancel := detached(ctx)
 	defer cancel()
-	verdict, cerr := q.complete(dctx, t, outcome, val)
+	verdict, cerr := q.complete(dctx, t, outcome, val, 0)
 	if cerr != nil {
 		return nil, fmt.Errorf("taskqueue: recording the end of task %q: %w", t.ID, cerr)
 	}

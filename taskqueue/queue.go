@@ -158,7 +158,12 @@ func (q *Queue) Cancel(ctx context.Context, id string) (bool, error) {
 	if err := checkKey("id", id); err != nil {
 		return false, err
 	}
-	v, err := q.exec(ctx, cancelScript, q.keys.Task(id), id)
+	return q.cancel(ctx, id, "")
+}
+
+// cancel cancels incarnation inc ("" any) of task id.
+func (q *Queue) cancel(ctx context.Context, id, inc string) (bool, error) {
+	v, err := q.exec(ctx, cancelScript, q.keys.Task(id), id, randomID(), inc)
 	if err != nil {
 		return false, err
 	}
@@ -254,7 +259,7 @@ func (q *Queue) Requeue(ctx context.Context, id string) error {
 	if err := checkKey("id", id); err != nil {
 		return err
 	}
-	v, err := q.exec(ctx, requeueScript, q.keys.Task(id), id)
+	v, err := q.exec(ctx, requeueScript, q.keys.Task(id), id, randomID())
 	if err != nil {
 		return err
 	}

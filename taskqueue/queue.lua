@@ -32,6 +32,7 @@ local function dkey(name) return T .. '|d|' .. name end
 local function xkey(name) return T .. '|x|' .. name end
 local function bkey(name) return T .. '|b|' .. name end
 local function lkey(name) return T .. '|l|' .. name end
+local function gkey(id) return T .. '|g|' .. id end
 local SEQ = T .. '|seq'
 local NAMES = T .. '|names'
 
@@ -43,6 +44,35 @@ local TERMINAL = {done = true, failed = true, dead = true, cancelled = true, exp
 -- record returns the task's fields as a flat array (HGETALL).
 local function record(k)
   return redis.call('HGETALL', k)
+end
+
+-- unnet decodes netstrings.
+local function unnet(s)
+  local out, i = {}, 1
+  while i <= #s do
+    local colon = string.find(s, ':', i, true)
+    if not colon then break end
+    local n = tonumber(string.sub(s, i, colon - 1))
+    out[#out + 1] = string.sub(s, colon + 1, colon + n)
+    i = colon + n + 1
+  end
+  return out
+end
+
+-- waiting reports whether the Queue value qid is among r, the ids told
+-- about a task.
+local function waiting(r, qid)
+  return r ~= nil and string.find(' ' .. r .. ' ', ' ' .. qid .. ' ', 1, true) ~= nil
+end
+
+-- register adds the Queue value qid to the ids told about task k.
+local function register(k, qid)
+  if qid ~= '' then
+    local r = redis.call('HGET', k, 'r') or ''
+    if not waiting(r, qid) then
+      redis.call('HSET', k, 'r', r == '' and qid or (r .. ' ' .. qid))
+    end
+  end
 end
 
 -- netstrings encodes a flat array of strings as "<length>:<bytes>" each,
@@ -85,11 +115,14 @@ local function tell(k, msg)
 end
 
 -- claim_for makes task k active for owner with a fresh token and a lease
--- deadline lease ms away, and returns the token. The progress and error of
+-- deadline lease ms away, and returns the token. nonce names the request
+-- that claimed it for a caller (field cn), so that the same request sent
+-- again (go-redis resends a command whose connection broke) finds its
+-- claim instead of failing. The progress and error of
 -- an earlier run are cleared, so every run starts clean.
-local function claim_for(k, id, name, owner, lease)
+local function claim_for(k, id, name, owner, lease, nonce)
   local tk = tostring(redis.call('INCR', SEQ))
-  redis.call('HSET', k, 's', 'active', 'tk', tk, 'o', owner, 'c', '0', 'err', '', 'res', '', 'f', '')
+  redis.call('HSET', k, 's', 'active', 'tk', tk, 'o', owner, 'c', '0', 'err', '', 'res', '', 'f', '', 'cn', nonce or '')
   redis.call('HDEL', k, 'pc', 'pt', 'pu')
   redis.call('HINCRBY', k, 'dl', 1)
   redis.call('ZADD', akey(name), NOW + lease, id)
@@ -104,11 +137,16 @@ local function finish(k, id, name, st, res, err, keep)
   if keep > 0 then
     redis.call('PEXPIRE', k, keep)
   end
+  local r = redis.call('HGET', k, 'r')
+  if not r or r == '' then
+    return -- nobody waits (a Submit)
+  end
   -- The message carries the record when it is small, so that waiters
-  -- need not read it.
+  -- need not read it. cjson copies bytes that are not UTF-8 as they are;
+  -- the hub's decoder keeps them.
   local params = redis.call('HGET', k, 'p') or ''
   if #res + #err + #params <= INLINE then
-    tell(k, 'd ' .. #id .. ' ' .. id .. netstrings(record(k)))
+    tell(k, 'd ' .. #id .. ' ' .. id .. cjson.encode(record(k)))
   else
     tell(k, 'd ' .. #id .. ' ' .. id)
   end
@@ -118,13 +156,13 @@ end
 -- its timeout, when longer). When a caller waits to run the task itself
 -- should its remote runs fail (field fb: a RemoteFirst or Auto query), the
 -- task is handed to that caller instead, claimed for it with a lease of
--- lease ms, and the caller is told ("o <id length> <id>"): it finds the
--- claim (its token) in the record.
+-- lease ms (field cn "handed"), and the caller is told ("o <id length>
+-- <id>"): it finds the claim (its token) in the record.
 local function die(k, id, name, err, deadlife, lease)
   local fb = redis.call('HGET', k, 'fb')
   if fb and fb ~= '' then
     redis.call('HSET', k, 'fb', '')
-    claim_for(k, id, name, fb, lease)
+    claim_for(k, id, name, fb, lease, 'handed')
     redis.call('PUBLISH', T .. '|c|' .. fb, 'o ' .. #id .. ' ' .. id)
     return 'handed'
   end

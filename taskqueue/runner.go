@@ -76,6 +76,14 @@ func (r *runner) start(parent context.Context, t *Task) (context.Context, func()
 	}
 }
 
+// running reports whether this Queue value runs t under its current claim.
+func (r *runner) running(t *Task) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ru := r.runs[t.ID]
+	return ru != nil && ru.token == t.token
+}
+
 // forget stops heartbeating the run of t (claimed with t.token), whose
 // claim is given up while its function still runs.
 func (r *runner) forget(t *Task) {
@@ -136,7 +144,9 @@ func (r *runner) heartbeats() {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), every)
+		// A slow heartbeat may take up to the visibility timeout: the
+		// claims are lost by then anyway.
+		ctx, cancel := context.WithTimeout(context.Background(), r.q.cfg.visibility)
 		err := r.beat(ctx)
 		cancel()
 		if err != nil {
@@ -257,13 +267,10 @@ func (q *Queue) call(ctx context.Context, t *Task) (res json.RawMessage, err err
 }
 
 // complete reports the end of a run: outcome and val as complete.lua takes
-// them. It returns the script's verdict ("lost", "done", …).
-func (q *Queue) complete(ctx context.Context, t *Task, outcome, val string) (string, error) {
-	backoff := int64(0)
-	if outcome == "fail" {
-		backoff = millis(q.cfg.backoff(t.Attempts + 1))
-	}
-	v, err := q.exec(ctx, completeScript, q.keys.Task(t.ID), t.ID, t.token, outcome, val, backoff, millis(q.cfg.deadTTL), millis(q.cfg.visibility))
+// them, and the back-off before a retry. It returns the script's verdict ("lost", "done", …).
+func (q *Queue) complete(ctx context.Context, t *Task, outcome, val string, backoff time.Duration) (string, error) {
+	v, err := q.exec(ctx, completeScript, q.keys.Task(t.ID), t.ID, t.token, outcome, val, millis(backoff),
+		millis(q.cfg.deadTTL), millis(q.cfg.visibility), randomID())
 	if err != nil {
 		return "", err
 	}

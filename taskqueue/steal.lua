@@ -5,16 +5,21 @@
 -- withdraws it, so it runs in one place only. A task a live listener is
 -- running is left to it.
 -- KEYS[1] T|t|<id>
--- ARGV[2] id, [3] owner, [4] lease ms.
+-- ARGV[2] id, [3] owner, [4] lease ms, [5] the request's nonce (the same
+-- request sent again finds its claim).
 -- Reply: {"none"}, {"active", ms left of its claim} when a live worker
 -- runs it, {"done", record} when
 -- it finished meanwhile (done, failed, cancelled or expired), else {"l",
 -- record} (its token in field tk).
-local k, id, owner, lease = KEYS[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local f = redis.call('HMGET', k, 's', 'n')
+local k, id, owner, lease, nonce = KEYS[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local f = redis.call('HMGET', k, 's', 'n', 'cn')
 local st, name = f[1], f[2]
 if not st then
   return {'none'}
+end
+if st == 'active' and f[3] == nonce then
+  -- This request, sent again: the claim is its own.
+  return {'l', record(k)}
 end
 if st == 'active' then
   local deadline = tonumber(redis.call('ZSCORE', akey(name), id))
@@ -35,5 +40,5 @@ end
 withdraw(id, name)
 redis.call('HSET', k, 'fb', '')
 redis.call('PEXPIRE', k, 2 * tonumber(redis.call('HGET', k, 'tt')) + 60000)
-claim_for(k, id, name, owner, lease)
+claim_for(k, id, name, owner, lease, nonce)
 return {'l', record(k)}

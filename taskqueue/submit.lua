@@ -5,45 +5,82 @@
 -- [8] mode: "q" queue it for listeners, "l" run it here (claimed for the
 -- owner), "a" queue it when a listener of name is alive, else run it here,
 -- [9] owner, [10] lease ms, [11] "1" when the owner falls back to running a
--- queued task itself should its remote runs fail.
--- Reply: {"join", state} when the task is pending or active (the caller is
--- told about it too), {"done", record} when it is terminal, {"q"} when it
--- was queued, {"l", token, expiry ms, created ms} when it was claimed for the owner.
+-- queued task itself should its remote runs fail, [12] the request's nonce,
+-- which names the task's incarnation (field rq) when it creates it.
+-- Reply: {"join", state, incarnation} when the task is pending or active
+-- (the caller is told about it too), {"done", record} when it is done,
+-- failed or dead (a cancelled or expired task is replaced by a new one),
+-- {"q"} when it was queued, {"l", token, expiry ms, created ms[,
+-- incarnation]} when it was claimed for the owner (the incarnation when it
+-- joined a task whose claim had lapsed). The same request sent again gets the first
+-- one's answer.
 local k = KEYS[1]
 local id, name, params = ARGV[2], ARGV[3], ARGV[4]
 local timeout, maxatt, qid, mode = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
-local owner, lease, fallback = ARGV[9], tonumber(ARGV[10]), ARGV[11]
+local owner, lease, fallback, nonce = ARGV[9], tonumber(ARGV[10]), ARGV[11], ARGV[12]
+
+local function alive(n)
+  return redis.call('ZCOUNT', lkey(n), '(' .. NOW, '+inf') > 0
+end
 
 local st = redis.call('HGET', k, 's')
 if st then
-  if TERMINAL[st] then
+  local f = redis.call('HMGET', k, 'rq', 'o', 'cn', 'tk', 'x', 'ct', 'n')
+  if f[1] == nonce then
+    -- This request, sent again.
+    if TERMINAL[st] then
+      return {'done', record(k)}
+    end
+    if st == 'active' and f[2] == owner and f[3] == nonce then
+      return {'l', f[4], f[5], f[6]}
+    end
+    return {'q'}
+  end
+  if st == 'cancelled' or st == 'expired' then
+    -- Not a result: a new task replaces it.
+    redis.call('DEL', k)
+    st = nil
+  elseif TERMINAL[st] then
     return {'done', record(k)}
   end
-  if qid ~= '' then
-    local r = redis.call('HGET', k, 'r') or ''
-    if not string.find(' ' .. r .. ' ', ' ' .. qid .. ' ', 1, true) then
-      redis.call('HSET', k, 'r', r == '' and qid or (r .. ' ' .. qid))
+end
+if st then
+  local f = redis.call('HMGET', k, 'rq', 'n')
+  if st == 'active' then
+    local deadline = tonumber(redis.call('ZSCORE', akey(f[2]), id))
+    if not deadline or deadline <= NOW then
+      -- Its claim lapsed (its worker died) and no listener reclaimed it:
+      -- a caller that runs tasks here takes it; otherwise it is queued
+      -- again for listeners.
+      redis.call('HINCRBY', k, 'l', 1)
+      if mode == 'l' or mode == 'a' and not alive(f[2]) then
+        register(k, qid)
+        local tk = claim_for(k, id, f[2], owner, lease, nonce)
+        local g = redis.call('HMGET', k, 'x', 'ct')
+        return {'l', tk, g[1], g[2], f[1] or ''}
+      end
+      redis.call('HSET', k, 's', 'pending', 'tk', '', 'o', '')
+      ready(id, f[2], true)
+      nudge(k, id)
+      st = 'pending'
     end
   end
-  return {'join', st}
+  register(k, qid)
+  return {'join', st, f[1] or ''}
 end
 
 if mode == 'a' then
-  if redis.call('ZCOUNT', lkey(name), '(' .. NOW, '+inf') > 0 then
-    mode = 'q'
-  else
-    mode = 'l'
-  end
+  mode = alive(name) and 'q' or 'l'
 end
 
 redis.call('HSET', k, 'n', name, 'p', params, 'x', NOW + timeout, 'tt', timeout,
-  'm', maxatt, 'a', 0, 'l', 0, 'dl', 0, 'r', qid, 'ct', NOW, 's', 'pending')
+  'm', maxatt, 'a', 0, 'l', 0, 'dl', 0, 'r', qid, 'ct', NOW, 's', 'pending', 'rq', nonce)
 -- The record outlives its expiry, so that a late listener finds it and
 -- skips it with a log line; finishing sets the result's own life.
 redis.call('PEXPIRE', k, 2 * timeout + 60000)
 redis.call('SADD', NAMES, name)
 if mode == 'l' then
-  return {'l', claim_for(k, id, name, owner, lease), tostring(NOW + timeout), tostring(NOW)}
+  return {'l', claim_for(k, id, name, owner, lease, nonce), tostring(NOW + timeout), tostring(NOW)}
 end
 if fallback == '1' then
   -- The caller runs the task itself if its remote runs fail (see die).

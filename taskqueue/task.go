@@ -66,6 +66,8 @@ type Task struct {
 	q        *Queue // set for a run: Update reports through it
 	token    string // the claim's token (from a record: its current claim's)
 	owner    string // the id of the Queue value holding the claim
+	inc      string // its incarnation (field rq)
+	handed   bool   // its claim is a hand-off to its caller (field cn "handed")
 	progress func(Progress)
 }
 
@@ -148,7 +150,7 @@ func taskFromFlat(id string, v any) (*Task, error) {
 // taskFromMap decodes a task record. Fields that are missing or malformed
 // stay zero.
 func taskFromMap(id string, m map[string]string) *Task {
-	t := &Task{ID: id, Name: m["n"], State: State(m["s"]), Error: m["err"], token: m["tk"], owner: m["o"]}
+	t := &Task{ID: id, Name: m["n"], State: State(m["s"]), Error: m["err"], token: m["tk"], owner: m["o"], inc: m["rq"], handed: m["cn"] == "handed"}
 	if p := m["p"]; p != "" {
 		t.Params = json.RawMessage(p)
 	}

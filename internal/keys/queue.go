@@ -8,7 +8,12 @@ package keys
 //	                     tk claim token, o owner, c cancel asked ("1"), pc pt pu progress
 //	                     (current, total, ms), res result (JSON), err error, f finished ms,
 //	                     fb the Queue value that runs the task itself should its remote
-//	                     runs fail (a RemoteFirst or Auto query)
+//	                     runs fail (a RemoteFirst or Auto query), rq the nonce of the request
+//	                     that created it (its incarnation), cn the nonce of the request that
+//	                     claimed it for a caller ("handed": a hand-off to fb), cq cx qn gn the
+//	                     nonce and answer of the last complete, cancel, requeue and read-once
+//	                     (a request resent by go-redis after a broken connection gets the
+//	                     first one's answer)
 //	T|q|<name>  [ZSET]   pending task ids ready to run, scored by a sequence number
 //	                     (negative: requeued at the front)
 //	T|d|<name>  [ZSET]   pending task ids waiting out a retry back-off, scored by when due (ms)
@@ -16,10 +21,14 @@ package keys
 //	T|x|<name>  [ZSET]   dead letters, scored by when they died (ms)
 //	T|b|<name>  [LIST]   doorbell: at most one element, rung when tasks are ready
 //	T|l|<name>  [ZSET]   taskqueue.Queue value ids listening to name → liveness deadline (ms)
+//	T|g|<id>    [HASH]   a task record consumed by a read-once (WithOnce), kept a minute for
+//	                     the callers that waited for it and for the read sent again
+//	T|lc|<qid>  [STRING] "<nonce>|<netstrings of id, token...>": the tasks the last claim of
+//	                     Queue value qid took, kept a minute for the claim sent again
 //	T|seq       [STRING] counter of ready sequence numbers and claim tokens
 //	T|names     [SET]    every task name used
 //	T|c|<qid>   [channel] messages to taskqueue.Queue value qid: "d <id length> <id>[<record
-//	                     as netstrings>]" task finished, "p <current> <total> <ms> <token> <id>"
+//	                     as a JSON array, written by cjson>]" task finished, "p <current> <total> <ms> <token> <id>"
 //	                     progress, "c <id>" cancel, "o <id length> <id>" a task handed to
 //	                     its caller after its remote runs failed, or pending again (see
 //	                     field fb)
