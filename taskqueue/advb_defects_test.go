@@ -509,7 +509,7 @@ func TestAdvBListenStartReadvertisesStoppedName(t *testing.T) {
 		q := e.queue(t, taskqueue.WithVisibilityTimeout(400*time.Millisecond), taskqueue.WithTaskFunc(okFn("w")))
 		admin := e.queue(t)
 		ctx := ctxT(t, 30*time.Second)
-		for trial := range 30 {
+		for trial := range 12 {
 			stopA := listenCtx(t, q, []string{"a"}, 1)
 			bctx, stopB := context.WithCancel(ctx)
 			bdone := make(chan error, 4)
