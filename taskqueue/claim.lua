@@ -4,16 +4,18 @@
 -- ARGV[2] owner, [3] n, [4] lease ms, [5] budget (expired claims and due
 -- retries handled per name), [6] max lost (a task whose claim expired that
 -- many times is dead), [7] dead letters' life ms, [8] count of names,
--- [9..] names, in the order to serve them, then the request's nonce.
+-- [9..] names, in the order to serve them, then the request's nonce and
+-- "1" to tidy up too (drop lapsed listeners and old dead letters, and find
+-- when the next retry is due), which listeners do about once a second.
 -- Reply: {claimed, skipped, next} where claimed is a flat array of
 -- id, token, name, params, expiry ms, attempts failed, deliveries, max
 -- attempts per task; skipped lists "id reason" for tasks dropped without
 -- running; next is the ms until the earliest retry of these names is due
--- (-1: none).
+-- (-1: none, or not tidying).
 local owner, n, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local budget, maxlost, deadlife = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local count = tonumber(ARGV[8])
-local nonce = ARGV[9 + count]
+local nonce, tidy = ARGV[9 + count], ARGV[10 + count] == '1'
 local claimed, skipped = {}, {}
 local next = -1
 
@@ -67,13 +69,15 @@ for i = 1, count do
       ready(id, name, false)
     end
   end
-  local first = redis.call('ZRANGE', dkey(name), 0, 0, 'WITHSCORES')
-  if first[2] then
-    local wait = math.max(0, tonumber(first[2]) - NOW)
-    if next < 0 or wait < next then next = wait end
+  if tidy then
+    local first = redis.call('ZRANGE', dkey(name), 0, 0, 'WITHSCORES')
+    if first[2] then
+      local wait = math.max(0, tonumber(first[2]) - NOW)
+      if next < 0 or wait < next then next = wait end
+    end
+    redis.call('ZREMRANGEBYSCORE', lkey(name), '-inf', NOW)
+    redis.call('ZREMRANGEBYSCORE', xkey(name), '-inf', NOW - deadlife)
   end
-  redis.call('ZREMRANGEBYSCORE', lkey(name), '-inf', NOW)
-  redis.call('ZREMRANGEBYSCORE', xkey(name), '-inf', NOW - deadlife)
 
   while n > 0 do
     local popped = redis.call('ZPOPMIN', qkey(name))

@@ -147,7 +147,8 @@ type listener struct {
 	bells    []any    // BLPOP and the doorbells of names (the timeout is appended)
 	bellKeys []string // the doorbells of names
 	workers  int
-	next     int // where the claim order starts: names take turns first
+	next     int       // where the claim order starts: names take turns first
+	tidied   time.Time // when a claim last tidied up (see claim.lua); dispatch goroutine only
 
 	mu       sync.Mutex
 	running  int
@@ -234,7 +235,11 @@ func (l *listener) claim(ctx context.Context, n int) ([]*Task, []string, time.Du
 	for i := range l.names {
 		args = append(args, l.names[(l.next+i)%len(l.names)])
 	}
-	args = append(args, randomID())
+	tidy := "0"
+	if time.Since(l.tidied) >= time.Second || n == 0 {
+		tidy, l.tidied = "1", time.Now()
+	}
+	args = append(args, randomID(), tidy)
 	l.next++
 	v, err := q.exec(ctx, claimScript, q.keys.Seq(), args...)
 	if err != nil {

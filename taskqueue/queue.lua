@@ -122,8 +122,8 @@ end
 -- an earlier run are cleared, so every run starts clean.
 local function claim_for(k, id, name, owner, lease, nonce)
   local tk = tostring(redis.call('INCR', SEQ))
-  redis.call('HSET', k, 's', 'active', 'tk', tk, 'o', owner, 'c', '0', 'err', '', 'res', '', 'f', '', 'cn', nonce or '')
-  redis.call('HDEL', k, 'pc', 'pt', 'pu')
+  redis.call('HSET', k, 's', 'active', 'tk', tk, 'o', owner, 'c', '0', 'err', '', 'res', '', 'f', '', 'cn', nonce or '',
+    'pc', '', 'pt', '', 'pu', '')
   redis.call('HINCRBY', k, 'dl', 1)
   redis.call('ZADD', akey(name), NOW + lease, id)
   return tk
