@@ -45,8 +45,17 @@
 // (re)subscription and every few seconds, so a lost message delays a
 // caller but never loses a result. Small results travel inside the
 // message; a result is kept for the task's timeout after it finished (at
-// least as long as the caller waits), or deleted on first read with
-// WithOnce.
+// least as long as the caller waits), or consumed by the first read with
+// WithOnce (the calls waiting for it then still get it).
+//
+// # Faults
+//
+// Every operation is safe to send twice: go-redis resends a command whose
+// connection broke, and each script recognises its request (a nonce) and
+// answers a resend as it answered the first. A query whose submission has
+// an unknown outcome withdraws the task it may have created. A claim that
+// lapsed is reclaimed by whoever touches the task next: a listener, a
+// query joining it, a RemoteFirst caller past its fallback point.
 //
 // # Duplicate ids
 //

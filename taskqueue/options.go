@@ -222,9 +222,11 @@ func WithTimeout(d time.Duration) QueryOption { return func(c *queryConfig) { c.
 // queues it for listeners).
 func WithPolicy(p Policy) QueryOption { return func(c *queryConfig) { c.policy = p } }
 
-// WithOnce deletes the task's record, and so its result, once the caller
-// has read it: a later GetTask or Wait finds nothing, and a later query
-// with the same id runs the task again.
+// WithOnce consumes the task's record, and so its result, once the caller
+// has read it: a later GetTask, Wait or Stats finds nothing, and a later
+// query with the same id runs the task again. The calls that were waiting
+// for that task when it was consumed, in any process, still get its
+// result.
 func WithOnce() QueryOption { return func(c *queryConfig) { c.once = true } }
 
 // WithMaxAttempts sets how many times the task function may fail before
