@@ -223,7 +223,7 @@ func WithTimeout(d time.Duration) QueryOption { return func(c *queryConfig) { c.
 func WithPolicy(p Policy) QueryOption { return func(c *queryConfig) { c.policy = p } }
 
 // WithOnce consumes the task's record, and so its result, once the caller
-// has read it: a later GetTask, Wait or Stats finds nothing, and a later
+// has read it: a later GetTask or Wait finds nothing, and a later
 // query with the same id runs the task again. The calls that were waiting
 // for that task when it was consumed, in any process, still get its
 // result.
