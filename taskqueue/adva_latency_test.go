@@ -134,11 +134,13 @@ func TestAdvAReapedTaskPickedUpPromptly(t *testing.T) {
 		ctx := ctxT(t, 20*time.Second)
 		vis := 400 * time.Millisecond
 		started := make(chan struct{}, 1)
+		stalled := make(chan struct{}) // a stalled process: its run does not return either
+		defer close(stalled)
 		var stale *taskqueue.Queue
 		stale = e.queue(t, taskqueue.WithVisibilityTimeout(vis), taskqueue.WithGracePeriod(50*time.Millisecond), taskqueue.WithTaskFunc(func(ctx context.Context, task *taskqueue.Task) (any, error) {
 			taskqueue.PauseHeartbeats(stale, true)
 			started <- struct{}{}
-			<-ctx.Done()
+			<-stalled
 			return nil, context.Cause(ctx)
 		}))
 		sctx, stopStale := context.WithCancel(ctx)

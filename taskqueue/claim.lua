@@ -6,7 +6,8 @@
 -- many times is dead), [7] dead letters' life ms, [8] count of names,
 -- [9..] names, in the order to serve them, then the request's nonce and
 -- "1" to tidy up too (drop lapsed listeners and old dead letters, and find
--- when the next retry is due), which listeners do about once a second.
+-- when the next retry is due), which listeners do about once a second,
+-- then the listener's id (lid).
 -- Reply: {claimed, skipped, next} where claimed is a flat array of
 -- id, token, name, params, expiry ms, attempts failed, deliveries, max
 -- attempts per task; skipped lists "id reason" for tasks dropped without
@@ -15,13 +16,14 @@
 local owner, n, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local budget, maxlost, deadlife = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local count = tonumber(ARGV[8])
-local nonce, tidy = ARGV[9 + count], ARGV[10 + count] == '1'
+local nonce, tidy, lid = ARGV[9 + count], ARGV[10 + count] == '1', ARGV[11 + count]
 local claimed, skipped = {}, {}
 local next = -1
 
 -- The same request sent again (its reply was lost) gets the tasks the
--- first one claimed: they are remembered for a minute per owner.
-local LAST = T .. '|lc|' .. owner
+-- first one claimed: they are remembered for a minute per listener (a
+-- Listen call, lid).
+local LAST = T .. '|lc|' .. owner .. '|' .. lid
 if n > 0 then
   local last = redis.call('GET', LAST)
   if last and string.sub(last, 1, #nonce + 1) == nonce .. '|' then
@@ -46,10 +48,15 @@ for i = 1, count do
   for _, id in ipairs(lapsed) do
     redis.call('ZREM', akey(name), id)
     local k = tkey(id)
-    local f = redis.call('HMGET', k, 's', 'c', 'tt')
+    local f = redis.call('HMGET', k, 's', 'c', 'tt', 'cn', 'herr')
     if f[1] == 'active' and f[2] == '1' then
       -- Its caller cancelled it: it is not delivered again.
       finish(k, id, name, 'cancelled', '', 'taskqueue: cancelled', tonumber(f[3]))
+    elseif f[1] == 'active' and f[4] == 'handed' then
+      -- Handed to its caller after its last failure, and the caller is
+      -- gone: it fails as it would have.
+      redis.call('ZADD', xkey(name), NOW, id)
+      finish(k, id, name, 'dead', '', f[5] or '', math.max(deadlife, tonumber(f[3]) or 0))
     elseif f[1] == 'active' then
       local lost = redis.call('HINCRBY', k, 'l', 1)
       if lost >= maxlost then

@@ -68,7 +68,7 @@ func (q *Queue) Listen(ctx context.Context, names []string, workers int) error {
 		}
 		return err
 	}
-	l := &listener{q: q, names: names, workers: workers, freed: make(chan struct{}, 1), inflight: map[string]*Task{}}
+	l := &listener{q: q, names: names, workers: workers, freed: make(chan struct{}, 1), inflight: map[string]*Task{}, id: randomID()}
 	l.bells = make([]any, 0, len(names)+2)
 	l.bells = append(l.bells, "blpop")
 	for _, n := range names {
@@ -149,6 +149,8 @@ type listener struct {
 	workers  int
 	next     int       // where the claim order starts: names take turns first
 	tidied   time.Time // when a claim last tidied up (see claim.lua); dispatch goroutine only
+	resend   string    // the nonce of a claim of unknown outcome, to send again; dispatch goroutine only
+	id       string    // this Listen call's id
 
 	mu       sync.Mutex
 	running  int
@@ -239,12 +241,23 @@ func (l *listener) claim(ctx context.Context, n int) ([]*Task, []string, time.Du
 	if time.Since(l.tidied) >= time.Second || n == 0 {
 		tidy, l.tidied = "1", time.Now()
 	}
-	args = append(args, randomID(), tidy)
+	// A claim whose outcome is unknown is sent again with its nonce, and
+	// gets the tasks it took (see claim.lua).
+	nonce := l.resend
+	if nonce == "" {
+		nonce = randomID()
+	}
+	args = append(args, nonce, tidy, l.id)
 	l.next++
 	v, err := q.exec(ctx, claimScript, q.keys.Seq(), args...)
 	if err != nil {
+		l.resend = ""
+		if unknownOutcome(err) && n > 0 {
+			l.resend = nonce
+		}
 		return nil, nil, 0, err
 	}
+	l.resend = ""
 	arr, ok := v.([]any)
 	if !ok || len(arr) != 3 {
 		return nil, nil, 0, fmt.Errorf("%w: claim reply %T", script.ErrReply, v)

@@ -210,6 +210,7 @@ type queryConfig struct {
 	progress    func(Progress)
 	ranToken    string // the claim of this call's own failed local run (LocalFirst)
 	inc         string // the incarnation of the task waited for (field rq; "" unknown)
+	joined      bool   // the call joined the task (it did not create it)
 }
 
 // WithTimeout sets the task's timeout (default: the queue's, see

@@ -79,7 +79,7 @@ func (q *Queue) Query(ctx context.Context, id, name string, params any, opts ...
 		if unknownOutcome(err) {
 			// The task may have been created, perhaps claimed for this
 			// caller, who will not run it: withdraw it.
-			q.giveBack(ctx, id, nonce)
+			q.giveBack(ctx, id, nonce, nonce)
 		}
 		return nil, q.waitErr(ctx, id, err)
 	}
@@ -97,14 +97,24 @@ func (q *Queue) Query(ctx context.Context, id, name string, params any, opts ...
 		return q.await(ctx, w, id, cfg, false)
 	case "q":
 		return q.await(ctx, w, id, cfg, true)
+	case "lj":
+		// Joined a task whose claim had lapsed, and claimed it to run it
+		// here: its own name and params.
+		if len(rest) != 1 {
+			return nil, fmt.Errorf("%w: submit reply", script.ErrReply)
+		}
+		t, err := taskFromFlat(id, rest[0])
+		if err != nil {
+			return nil, err
+		}
+		cfg.inc, cfg.joined = t.inc, true
+		return q.runHere(ctx, w, t, cfg)
 	case "l":
 		t, err := localTask(id, name, p, rest)
 		if err != nil {
 			return nil, err
 		}
-		if len(rest) == 4 {
-			cfg.inc, _ = rest[3].(string) // joined a task whose claim lapsed
-		}
+
 		return q.runHere(ctx, w, t, cfg)
 	}
 	return nil, fmt.Errorf("%w: submit reply %q", script.ErrReply, code)
@@ -221,7 +231,7 @@ func reply(v any) (string, []any, error) {
 // created} reply: its first delivery unless the caller says otherwise.
 func localTask(id, name, params string, rest []any) (*Task, error) {
 	ss, err := script.Strings(rest)
-	if err != nil || len(ss) < 3 {
+	if err != nil || len(ss) != 3 {
 		return nil, fmt.Errorf("%w: claim for a local run: %v", script.ErrReply, rest)
 	}
 	return &Task{
@@ -405,6 +415,9 @@ func (q *Queue) await(ctx context.Context, w *watch, id string, cfg queryConfig,
 			case <-ctx.Done():
 				return nil, q.giveUp(ctx, id, owner, cfg.inc)
 			case <-q.done:
+				if fallBack {
+					q.detach(ctx, id, cfg.inc) // no more hand-offs to a closed Queue
+				}
 				return nil, ErrClosed
 			}
 			if done == nil {
@@ -437,17 +450,18 @@ func (q *Queue) await(ctx context.Context, w *watch, id string, cfg queryConfig,
 // incarnation inc).
 func (q *Queue) giveUp(ctx context.Context, id string, owner bool, inc string) error {
 	if owner {
-		q.giveBack(ctx, id, inc)
+		q.giveBack(ctx, id, inc, "")
 	}
 	return q.waitErr(ctx, id, ctx.Err())
 }
 
 // giveBack cancels incarnation inc of task id, which its caller no longer
-// waits for, in the background of ctx.
-func (q *Queue) giveBack(ctx context.Context, id, inc string) {
+// waits for, in the background of ctx; a claim for this caller by request
+// own, or a hand-off to it, ends at once.
+func (q *Queue) giveBack(ctx context.Context, id, inc, own string) {
 	dctx, cancel := detached(ctx)
 	defer cancel()
-	if _, err := q.cancel(dctx, id, inc); err != nil {
+	if _, err := q.cancel(dctx, id, inc, own, q.id); err != nil {
 		q.log.Warn("taskqueue: cancelling an abandoned task failed", "id", id, "err", err)
 	}
 }
@@ -472,8 +486,20 @@ func (q *Queue) waitErr(ctx context.Context, id string, err error) error {
 // a live listener runs it: it can then no longer run anywhere else. When a
 // listener runs it, it returns how long until that claim would lapse.
 func (q *Queue) takeOver(ctx context.Context, w *watch, id string, cfg queryConfig) (*Task, time.Duration, error) {
-	v, err := q.exec(ctx, stealScript, q.keys.Task(id), id, q.id, millis(q.cfg.visibility), randomID())
+	nonce := randomID()
+	var v any
+	var err error
+	for try := 0; ; try++ {
+		v, err = q.exec(ctx, stealScript, q.keys.Task(id), id, q.id, millis(q.cfg.visibility), nonce)
+		if err == nil || !unknownOutcome(err) || ctx.Err() != nil || try == 2 {
+			break
+		}
+		sleep(ctx, 50*time.Millisecond<<try) // the same request again: it finds its claim
+	}
 	if err != nil {
+		if unknownOutcome(err) {
+			q.giveBack(ctx, id, cfg.inc, nonce)
+		}
 		return nil, 0, q.waitErr(ctx, id, err)
 	}
 	code, rest, err := reply(v)
@@ -530,7 +556,8 @@ func (q *Queue) runHere(ctx context.Context, w *watch, t *Task, cfg queryConfig)
 	case ended && errors.Is(cause, ErrClaimLost):
 		// Someone else has the task now: wait for their result.
 		return q.await(ctx, w, t.ID, cfg, false)
-	case ended && errors.Is(cause, ErrClosed):
+	case ended && errors.Is(cause, ErrClosed), cfg.joined && ctx.Err() != nil:
+		// Closing, or a joiner that stops waiting: others may want it.
 		outcome, val = "front", ""
 	case ctx.Err() != nil || ended && errors.Is(cause, ErrCancelled):
 		outcome, val = "cancel", ""
@@ -548,12 +575,14 @@ func (q *Queue) runHere(ctx context.Context, w *watch, t *Task, cfg queryConfig)
 	switch {
 	case verdict == "lost":
 		return q.await(ctx, w, t.ID, cfg, false)
+	case outcome == "front" && ctx.Err() != nil:
+		return nil, q.waitErr(ctx, t.ID, ctx.Err())
 	case outcome == "front":
 		return nil, ErrClosed
 	case outcome == "requeue":
 		q.log.Info("taskqueue: local run failed; the task goes to listeners", "id", t.ID, "err", err)
 		cfg.policy, cfg.ranToken = Remote, t.token
-		return q.await(ctx, w, t.ID, cfg, true)
+		return q.await(ctx, w, t.ID, cfg, !cfg.joined)
 	case outcome == "cancel":
 		return nil, q.waitErr(ctx, t.ID, cmpErr(ctx.Err(), ErrCancelled))
 	}

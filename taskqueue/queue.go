@@ -158,12 +158,14 @@ func (q *Queue) Cancel(ctx context.Context, id string) (bool, error) {
 	if err := checkKey("id", id); err != nil {
 		return false, err
 	}
-	return q.cancel(ctx, id, "")
+	return q.cancel(ctx, id, "", "", "")
 }
 
-// cancel cancels incarnation inc ("" any) of task id.
-func (q *Queue) cancel(ctx context.Context, id, inc string) (bool, error) {
-	v, err := q.exec(ctx, cancelScript, q.keys.Task(id), id, randomID(), inc)
+// cancel cancels incarnation inc ("" any) of task id. When the task is
+// claimed for owner (this Queue value's id, or "") by request own, or
+// handed to it, it ends at once: no run is to be stopped.
+func (q *Queue) cancel(ctx context.Context, id, inc, own, owner string) (bool, error) {
+	v, err := q.exec(ctx, cancelScript, q.keys.Task(id), id, randomID(), inc, own, owner, "", 0)
 	if err != nil {
 		return false, err
 	}
@@ -174,6 +176,17 @@ func (q *Queue) cancel(ctx context.Context, id, inc string) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("%w: cancel reply %v", script.ErrReply, v)
+}
+
+// detach makes this Queue value, closing, stop being the fallback of
+// incarnation inc of task id (see die in queue.lua): a hand-off to it
+// fails the task as its remote run did.
+func (q *Queue) detach(ctx context.Context, id, inc string) {
+	dctx, cancel := detached(ctx)
+	defer cancel()
+	if _, err := q.exec(dctx, cancelScript, q.keys.Task(id), id, randomID(), inc, "", q.id, "detach", millis(q.cfg.deadTTL)); err != nil {
+		q.log.Warn("taskqueue: detaching from a task failed", "id", id, "err", err)
+	}
 }
 
 // Stats is the state of one task name.

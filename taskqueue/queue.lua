@@ -32,7 +32,7 @@ local function dkey(name) return T .. '|d|' .. name end
 local function xkey(name) return T .. '|x|' .. name end
 local function bkey(name) return T .. '|b|' .. name end
 local function lkey(name) return T .. '|l|' .. name end
-local function gkey(id) return T .. '|g|' .. id end
+local function gkey(id, rq) return T .. '|g|' .. rq .. '|' .. id end
 local SEQ = T .. '|seq'
 local NAMES = T .. '|names'
 
@@ -161,7 +161,7 @@ end
 local function die(k, id, name, err, deadlife, lease)
   local fb = redis.call('HGET', k, 'fb')
   if fb and fb ~= '' then
-    redis.call('HSET', k, 'fb', '')
+    redis.call('HSET', k, 'fb', '', 'herr', err)
     claim_for(k, id, name, fb, lease, 'handed')
     redis.call('PUBLISH', T .. '|c|' .. fb, 'o ' .. #id .. ' ' .. id)
     return 'handed'

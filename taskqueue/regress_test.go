@@ -22,6 +22,7 @@ func TestCancelledTaskNotRequeuedByShutdown(t *testing.T) {
 		l1 := e.queue(t, taskqueue.WithGracePeriod(0), taskqueue.WithTaskFunc(func(ctx context.Context, task *taskqueue.Task) (any, error) {
 			started <- struct{}{}
 			<-release // ignores its ctx for a while
+			<-ctx.Done()
 			return nil, ctx.Err()
 		}))
 		ctx := ctxT(t, 20*time.Second)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redisallocator/redisallocator/internal/script"
@@ -37,6 +38,7 @@ type runner struct {
 // run is one task running here.
 type run struct {
 	id, name, token string
+	since           time.Time // when it started: its claim was made before
 	cancel          context.CancelCauseFunc
 }
 
@@ -54,7 +56,7 @@ var errShutdown = errors.New("taskqueue: listener stopped")
 func (r *runner) start(parent context.Context, t *Task) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(parent)
 	ctx, cancelDeadline := context.WithDeadlineCause(ctx, t.Expiry, ErrExpired)
-	ru := &run{id: t.ID, name: t.Name, token: t.token, cancel: cancel}
+	ru := &run{id: t.ID, name: t.Name, token: t.token, since: time.Now(), cancel: cancel}
 	r.mu.Lock()
 	if r.closed {
 		cancel(ErrClosed)
@@ -138,19 +140,45 @@ func (r *runner) heartbeats() {
 	every := r.q.cfg.visibility / 3
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var beating atomic.Bool // a heartbeat is on its way
 	for {
 		select {
 		case <-r.done:
 			return
 		case <-t.C:
 		}
-		// A slow heartbeat may take up to the visibility timeout: the
-		// claims are lost by then anyway.
-		ctx, cancel := context.WithTimeout(context.Background(), r.q.cfg.visibility)
-		err := r.beat(ctx)
-		cancel()
-		if err != nil {
-			r.q.log.Warn("taskqueue: heartbeat failed", "err", err)
+		r.expire()
+		if !beating.CompareAndSwap(false, true) {
+			continue // a slow heartbeat: expire cancels the runs it fails to keep
+		}
+		go func() {
+			defer beating.Store(false)
+			// It may take up to the visibility timeout: the claims are
+			// lost by then anyway.
+			ctx, cancel := context.WithTimeout(context.Background(), r.q.cfg.visibility)
+			defer cancel()
+			if err := r.beat(ctx); err != nil {
+				r.q.log.Warn("taskqueue: heartbeat failed", "err", err)
+			}
+		}()
+	}
+}
+
+// expire cancels (cause ErrClaimLost) the runs whose claims may have
+// lapsed: no heartbeat that extended them, nor their claim, was sent
+// within nine tenths of the visibility timeout. Another worker may have
+// the task by then.
+func (r *runner) expire() {
+	limit := r.q.cfg.visibility * 9 / 10
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ru := range r.runs {
+		base := r.lastOK
+		if ru.since.After(base) {
+			base = ru.since
+		}
+		if time.Since(base) >= limit {
+			ru.cancel(ErrClaimLost)
 		}
 	}
 }
@@ -168,7 +196,7 @@ func (r *runner) beat(ctx context.Context) error {
 	for _, ru := range r.runs {
 		runs = append(runs, ru)
 	}
-	lastOK, paused := r.lastOK, r.paused
+	paused := r.paused
 	r.mu.Unlock()
 	if paused {
 		return nil
@@ -191,13 +219,7 @@ func (r *runner) beat(ctx context.Context) error {
 	sent := time.Now()
 	v, err := r.q.exec(ctx, extendScript, r.q.keys.Seq(), args...)
 	if err != nil {
-		if time.Since(lastOK) >= vis {
-			// The claims may have expired and gone to other workers.
-			for _, ru := range runs {
-				ru.cancel(ErrClaimLost)
-			}
-		}
-		return err
+		return err // expire cancels the runs whose claims may lapse
 	}
 	r.mu.Lock()
 	r.lastOK = sent
@@ -269,8 +291,18 @@ func (q *Queue) call(ctx context.Context, t *Task) (res json.RawMessage, err err
 // complete reports the end of a run: outcome and val as complete.lua takes
 // them, and the back-off before a retry. It returns the script's verdict ("lost", "done", …).
 func (q *Queue) complete(ctx context.Context, t *Task, outcome, val string, backoff time.Duration) (string, error) {
-	v, err := q.exec(ctx, completeScript, q.keys.Task(t.ID), t.ID, t.token, outcome, val, millis(backoff),
-		millis(q.cfg.deadTTL), millis(q.cfg.visibility), randomID())
+	nonce := randomID()
+	var v any
+	var err error
+	for try := 0; ; try++ {
+		v, err = q.exec(ctx, completeScript, q.keys.Task(t.ID), t.ID, t.token, outcome, val, millis(backoff),
+			millis(q.cfg.deadTTL), millis(q.cfg.visibility), nonce)
+		if err == nil || !unknownOutcome(err) || ctx.Err() != nil || try == 2 {
+			break
+		}
+		// The same request again: it gets the first one's answer.
+		sleep(ctx, 50*time.Millisecond<<try)
+	}
 	if err != nil {
 		return "", err
 	}

@@ -10,9 +10,9 @@
 -- Reply: {"join", state, incarnation} when the task is pending or active
 -- (the caller is told about it too), {"done", record} when it is done,
 -- failed or dead (a cancelled or expired task is replaced by a new one),
--- {"q"} when it was queued, {"l", token, expiry ms, created ms[,
--- incarnation]} when it was claimed for the owner (the incarnation when it
--- joined a task whose claim had lapsed). The same request sent again gets the first
+-- {"q"} when it was queued, {"l", token, expiry ms, created ms} when it was
+-- claimed for the owner, {"lj", record} when it joined a task whose claim
+-- had lapsed and claimed it for the owner to run. The same request sent again gets the first
 -- one's answer.
 local k = KEYS[1]
 local id, name, params = ARGV[2], ARGV[3], ARGV[4]
@@ -26,15 +26,46 @@ end
 local st = redis.call('HGET', k, 's')
 if st then
   local f = redis.call('HMGET', k, 'rq', 'o', 'cn', 'tk', 'x', 'ct', 'n')
+  if st == 'active' and f[2] == owner and f[3] == nonce then
+    -- This request, sent again, had claimed it for the owner.
+    if f[1] == nonce then
+      return {'l', f[4], f[5], f[6]}
+    end
+    return {'lj', record(k)}
+  end
   if f[1] == nonce then
     -- This request, sent again.
     if TERMINAL[st] then
       return {'done', record(k)}
     end
-    if st == 'active' and f[2] == owner and f[3] == nonce then
-      return {'l', f[4], f[5], f[6]}
-    end
     return {'q'}
+  end
+  if st == 'active' then
+    local deadline = tonumber(redis.call('ZSCORE', akey(f[7]), id))
+    if not deadline or deadline <= NOW then
+      -- Its claim lapsed (its worker died) and no listener reclaimed it
+      -- yet: it is reclaimed here, as a listener would.
+      redis.call('ZREM', akey(f[7]), id)
+      local g = redis.call('HMGET', k, 'c')
+      if tonumber(f[5]) <= NOW then
+        st = 'expired'
+      elseif g[1] == '1' then
+        st = 'cancelled' -- its caller cancelled it
+      else
+        redis.call('HINCRBY', k, 'l', 1)
+        if mode == 'l' or mode == 'a' and not alive(f[7]) then
+          -- A caller that runs tasks here runs it (its own name and
+          -- params), as a joiner.
+          register(k, qid)
+          claim_for(k, id, f[7], owner, lease, nonce)
+          return {'lj', record(k)}
+        end
+        redis.call('HSET', k, 's', 'pending', 'tk', '', 'o', '')
+        ready(id, f[7], true)
+        nudge(k, id)
+        st = 'pending'
+      end
+    end
   end
   if st == 'cancelled' or st == 'expired' then
     -- Not a result: a new task replaces it.
@@ -42,31 +73,10 @@ if st then
     st = nil
   elseif TERMINAL[st] then
     return {'done', record(k)}
+  else
+    register(k, qid)
+    return {'join', st, f[1] or ''}
   end
-end
-if st then
-  local f = redis.call('HMGET', k, 'rq', 'n')
-  if st == 'active' then
-    local deadline = tonumber(redis.call('ZSCORE', akey(f[2]), id))
-    if not deadline or deadline <= NOW then
-      -- Its claim lapsed (its worker died) and no listener reclaimed it:
-      -- a caller that runs tasks here takes it; otherwise it is queued
-      -- again for listeners.
-      redis.call('HINCRBY', k, 'l', 1)
-      if mode == 'l' or mode == 'a' and not alive(f[2]) then
-        register(k, qid)
-        local tk = claim_for(k, id, f[2], owner, lease, nonce)
-        local g = redis.call('HMGET', k, 'x', 'ct')
-        return {'l', tk, g[1], g[2], f[1] or ''}
-      end
-      redis.call('HSET', k, 's', 'pending', 'tk', '', 'o', '')
-      ready(id, f[2], true)
-      nudge(k, id)
-      st = 'pending'
-    end
-  end
-  register(k, qid)
-  return {'join', st, f[1] or ''}
 end
 
 if mode == 'a' then

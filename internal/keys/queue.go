@@ -10,10 +10,10 @@ package keys
 //	                     fb the Queue value that runs the task itself should its remote
 //	                     runs fail (a RemoteFirst or Auto query), rq the nonce of the request
 //	                     that created it (its incarnation), cn the nonce of the request that
-//	                     claimed it for a caller ("handed": a hand-off to fb), cq cx qn gn the
-//	                     nonce and answer of the last complete, cancel, requeue and read-once
-//	                     (a request resent by go-redis after a broken connection gets the
-//	                     first one's answer)
+//	                     claimed it for a caller ("handed": a hand-off to fb), herr the error
+//	                     of a hand-off, cq gn the nonce (and answer) of the last complete and
+//	                     read-once (a request resent by go-redis after a broken connection
+//	                     gets the first one's answer)
 //	T|q|<name>  [ZSET]   pending task ids ready to run, scored by a sequence number
 //	                     (negative: requeued at the front)
 //	T|d|<name>  [ZSET]   pending task ids waiting out a retry back-off, scored by when due (ms)
@@ -21,10 +21,14 @@ package keys
 //	T|x|<name>  [ZSET]   dead letters, scored by when they died (ms)
 //	T|b|<name>  [LIST]   doorbell: at most one element, rung when tasks are ready
 //	T|l|<name>  [ZSET]   taskqueue.Queue value ids listening to name → liveness deadline (ms)
-//	T|g|<id>    [HASH]   a task record consumed by a read-once (WithOnce), kept a minute for
-//	                     the callers that waited for it and for the read sent again
-//	T|lc|<qid>  [STRING] "<nonce>|<netstrings of id, token...>": the tasks the last claim of
-//	                     Queue value qid took, kept a minute for the claim sent again
+//	T|g|<rq>|<id> [HASH] a task record (incarnation rq) consumed by a read-once (WithOnce),
+//	                     kept a minute for the callers that waited for it and for the read
+//	                     sent again
+//	T|n|<nonce> [STRING] the answer of a cancel or requeue request, kept a minute for the
+//	                     request sent again
+//	T|lc|<qid>|<lid> [STRING] "<nonce>|<netstrings of id, token...>": the tasks the last
+//	                     claim of Listen call lid of Queue value qid took, kept a minute for
+//	                     the claim sent again
 //	T|seq       [STRING] counter of ready sequence numbers and claim tokens
 //	T|names     [SET]    every task name used
 //	T|c|<qid>   [channel] messages to taskqueue.Queue value qid: "d <id length> <id>[<record
