@@ -30,6 +30,7 @@ bench: redis-server
 	$(GO) test -run '^$$' -bench . ./lock/
 	cd bench && $(GO) run ./lockbench
 	cd bench && $(GO) run ./allocbench
+	cd bench && $(GO) run ./taskbench
 
 vet:
 	$(GO) vet ./...
