@@ -280,7 +280,7 @@ func TestAdvBKeyLimits(t *testing.T) {
 			t.Errorf("sub-ms timeout: %v", err)
 		}
 		for _, o := range []taskqueue.Option{taskqueue.WithGracePeriod(-1), taskqueue.WithMaxLost(0), taskqueue.WithDeadLetterTTL(time.Millisecond),
-			taskqueue.WithBatching(-1), taskqueue.WithRetryBackoff(nil), taskqueue.WithVisibilityTimeout(29 * time.Millisecond)} {
+			taskqueue.WithBatching(-1), taskqueue.WithRetryBackoff(nil), taskqueue.WithVisibilityTimeout(99 * time.Millisecond)} {
 			if _, err := taskqueue.New(e.tg.client(t), e.ns, o); !errors.Is(err, taskqueue.ErrInvalidArgument) {
 				t.Errorf("New accepted a bad option: %v", err)
 			}

@@ -295,7 +295,7 @@ func TestAdvBPolicyFailures(t *testing.T) {
 func TestAdvBLongLocalRunKeepsClaim(t *testing.T) {
 	forTargets(t, func(t *testing.T, tg target) {
 		e := tg.env(t)
-		vis := taskqueue.WithVisibilityTimeout(60 * time.Millisecond)
+		vis := taskqueue.WithVisibilityTimeout(100 * time.Millisecond)
 		r := newRuns()
 		worker := e.queue(t, vis, taskqueue.WithTaskFunc(r.fn("remote")))
 		listen(t, worker, []string{"slow"}, 2)

@@ -7,7 +7,8 @@
 -- the caller ("" none), [6] the caller's Queue value id ("" for Cancel),
 -- [7] "detach" when the caller (closing) only stops being the task's
 -- fallback (see die), [8] dead letters' life ms for detach.
--- Reply: "cancelled", "signalled", "terminal", "none" or "detached". The
+-- Reply: "cancelled", "signalled", "requeued", "terminal", "none" or
+-- "detached". The
 -- same request sent again gets the first one's answer (kept a minute in
 -- T|n|<nonce>), whatever happened to the task since.
 local k, id, nonce, inc, own, owner = KEYS[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
@@ -22,6 +23,16 @@ local function answer(a)
 end
 local f = redis.call('HMGET', k, 's', 'n', 'o', 'tt', 'fb', 'rq', 'cn', 'herr')
 local st = f[1]
+if st == 'active' and own ~= '' and f[7] == own and f[3] == owner and f[6] ~= own then
+  -- Claimed for the caller, as a joiner, by a request whose reply was
+  -- lost: the task is not the caller's to cancel; it goes back to the
+  -- queue.
+  redis.call('ZREM', akey(f[2]), id)
+  redis.call('HSET', k, 's', 'pending', 'tk', '', 'o', '')
+  ready(id, f[2], true)
+  nudge(k, id)
+  return answer('requeued')
+end
 if not st or inc ~= '' and f[6] ~= inc then
   return 'none'
 end

@@ -32,6 +32,8 @@ if n > 0 then
       local id, tk = pairs_[i], pairs_[i + 1]
       local f = redis.call('HMGET', tkey(id), 's', 'tk', 'n', 'p', 'x', 'a', 'dl', 'm')
       if f[1] == 'active' and f[2] == tk then
+        -- Still ours: its lease counts from now, as for a new claim.
+        redis.call('ZADD', akey(f[3]), NOW + lease, id)
         local n1 = #claimed
         claimed[n1 + 1], claimed[n1 + 2], claimed[n1 + 3], claimed[n1 + 4] = id, tk, f[3], f[4]
         claimed[n1 + 5], claimed[n1 + 6], claimed[n1 + 7], claimed[n1 + 8] = f[5], f[6], f[7], f[8]
@@ -44,28 +46,14 @@ end
 for i = 1, count do
   local name = ARGV[8 + i]
   -- Claims that expired: their workers died or stalled.
-  local lapsed = redis.call('ZRANGEBYSCORE', akey(name), '-inf', NOW, 'LIMIT', 0, budget)
-  for _, id in ipairs(lapsed) do
+  local ended = redis.call('ZRANGEBYSCORE', akey(name), '-inf', NOW, 'LIMIT', 0, budget)
+  for _, id in ipairs(ended) do
     redis.call('ZREM', akey(name), id)
     local k = tkey(id)
-    local f = redis.call('HMGET', k, 's', 'c', 'tt', 'cn', 'herr')
-    if f[1] == 'active' and f[2] == '1' then
-      -- Its caller cancelled it: it is not delivered again.
-      finish(k, id, name, 'cancelled', '', 'taskqueue: cancelled', tonumber(f[3]))
-    elseif f[1] == 'active' and f[4] == 'handed' then
-      -- Handed to its caller after its last failure, and the caller is
-      -- gone: it fails as it would have.
-      redis.call('ZADD', xkey(name), NOW, id)
-      finish(k, id, name, 'dead', '', f[5] or '', math.max(deadlife, tonumber(f[3]) or 0))
-    elseif f[1] == 'active' then
-      local lost = redis.call('HINCRBY', k, 'l', 1)
-      if lost >= maxlost then
-        die(k, id, name, 'taskqueue: worker lost ' .. lost .. ' times', deadlife, lease)
-      else
-        redis.call('HSET', k, 's', 'pending', 'tk', '', 'o', '')
-        ready(id, name, true)
-        nudge(k, id)
-      end
+    if redis.call('HGET', k, 's') == 'active' and not lapsed(k, id, name, maxlost, deadlife, lease) then
+      redis.call('HSET', k, 's', 'pending', 'tk', '', 'o', '')
+      ready(id, name, true)
+      nudge(k, id)
     end
   end
   -- Retries whose back-off ended.

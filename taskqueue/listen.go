@@ -249,6 +249,7 @@ func (l *listener) claim(ctx context.Context, n int) ([]*Task, []string, time.Du
 	}
 	args = append(args, nonce, tidy, l.id)
 	l.next++
+	sent := time.Now()
 	v, err := q.exec(ctx, claimScript, q.keys.Seq(), args...)
 	if err != nil {
 		l.resend = ""
@@ -274,7 +275,7 @@ func (l *listener) claim(ctx context.Context, n int) ([]*Task, []string, time.Du
 	}
 	tasks := make([]*Task, 0, len(flat)/8)
 	for i := 0; i < len(flat); i += 8 {
-		t := &Task{ID: flat[i], token: flat[i+1], Name: flat[i+2], State: Active, q: q}
+		t := &Task{ID: flat[i], token: flat[i+1], Name: flat[i+2], State: Active, q: q, claimedAt: sent}
 		if flat[i+3] != "" {
 			t.Params = []byte(flat[i+3])
 		}

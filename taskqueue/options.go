@@ -71,8 +71,8 @@ func newConfig(opts []Option) (config, error) {
 	switch {
 	case c.timeout < time.Millisecond:
 		return c, fmt.Errorf("%w: default timeout %v, must be ≥ 1ms", ErrInvalidArgument, c.timeout)
-	case c.visibility < 30*time.Millisecond:
-		return c, fmt.Errorf("%w: visibility timeout %v, must be ≥ 30ms", ErrInvalidArgument, c.visibility)
+	case c.visibility < 100*time.Millisecond:
+		return c, fmt.Errorf("%w: visibility timeout %v, must be ≥ 100ms", ErrInvalidArgument, c.visibility)
 	case c.grace < 0:
 		return c, fmt.Errorf("%w: negative grace period %v", ErrInvalidArgument, c.grace)
 	case c.maxPayload < 1:
@@ -112,7 +112,10 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 // heartbeat (default DefaultVisibilityTimeout). A live worker extends the
 // claims of its running tasks every third of it; the task of a worker that
 // died is delivered again soon after its claim ends. It is also how long a
-// listener stays visible to Auto after its last heartbeat.
+// listener stays visible to Auto after its last heartbeat. It must be at
+// least 100 ms: a run whose heartbeat is not confirmed within nine tenths
+// of it is cancelled (cause ErrClaimLost), which shorter timeouts would do
+// to healthy runs on a loaded machine.
 func WithVisibilityTimeout(d time.Duration) Option { return func(c *config) { c.visibility = d } }
 
 // WithGracePeriod sets how long Listen lets running tasks finish after its

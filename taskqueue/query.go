@@ -74,7 +74,9 @@ func (q *Queue) Query(ctx context.Context, id, name string, params any, opts ...
 	}
 	nonce := randomID()
 	cfg.inc = nonce
-	v, err := q.exec(ctx, submitScript, q.keys.Task(id), id, name, p, millis(cfg.timeout), cfg.maxAttempts, q.id, mode, q.id, millis(q.cfg.visibility), fallback, nonce)
+	sent := time.Now()
+	v, err := q.exec(ctx, submitScript, q.keys.Task(id), id, name, p, millis(cfg.timeout), cfg.maxAttempts, q.id, mode, q.id,
+		millis(q.cfg.visibility), fallback, nonce, q.cfg.maxLost, millis(q.cfg.deadTTL))
 	if err != nil {
 		if unknownOutcome(err) {
 			// The task may have been created, perhaps claimed for this
@@ -108,12 +110,14 @@ func (q *Queue) Query(ctx context.Context, id, name string, params any, opts ...
 			return nil, err
 		}
 		cfg.inc, cfg.joined = t.inc, true
+		t.claimedAt = sent
 		return q.runHere(ctx, w, t, cfg)
 	case "l":
 		t, err := localTask(id, name, p, rest)
 		if err != nil {
 			return nil, err
 		}
+		t.claimedAt = sent
 
 		return q.runHere(ctx, w, t, cfg)
 	}
@@ -131,7 +135,8 @@ func (q *Queue) Submit(ctx context.Context, id, name string, params any, opts ..
 	if err != nil {
 		return false, err
 	}
-	v, err := q.exec(ctx, submitScript, q.keys.Task(id), id, name, p, millis(cfg.timeout), cfg.maxAttempts, "", "q", q.id, millis(q.cfg.visibility), "0", randomID())
+	v, err := q.exec(ctx, submitScript, q.keys.Task(id), id, name, p, millis(cfg.timeout), cfg.maxAttempts, "", "q", q.id,
+		millis(q.cfg.visibility), "0", randomID(), q.cfg.maxLost, millis(q.cfg.deadTTL))
 	if err != nil {
 		return false, err
 	}
@@ -489,8 +494,10 @@ func (q *Queue) takeOver(ctx context.Context, w *watch, id string, cfg queryConf
 	nonce := randomID()
 	var v any
 	var err error
+	var sent time.Time
 	for try := 0; ; try++ {
-		v, err = q.exec(ctx, stealScript, q.keys.Task(id), id, q.id, millis(q.cfg.visibility), nonce)
+		sent = time.Now()
+		v, err = q.exec(ctx, stealScript, q.keys.Task(id), id, q.id, millis(q.cfg.visibility), nonce, q.cfg.maxLost, millis(q.cfg.deadTTL))
 		if err == nil || !unknownOutcome(err) || ctx.Err() != nil || try == 2 {
 			break
 		}
@@ -530,6 +537,7 @@ func (q *Queue) takeOver(ctx context.Context, w *watch, id string, cfg queryConf
 		if err != nil {
 			return nil, 0, err
 		}
+		t.claimedAt = sent
 		t, err = q.runHere(ctx, w, t, cfg)
 		return t, 0, err
 	}
@@ -556,24 +564,43 @@ func (q *Queue) runHere(ctx context.Context, w *watch, t *Task, cfg queryConfig)
 	case ended && errors.Is(cause, ErrClaimLost):
 		// Someone else has the task now: wait for their result.
 		return q.await(ctx, w, t.ID, cfg, false)
+	case ended && errors.Is(cause, ErrClosed) && t.handed:
+		// Closing while running a hand-off: the task fails as its remote
+		// run did, as if this caller had never been its fallback.
+		outcome, val = "dead", t.herr
 	case ended && errors.Is(cause, ErrClosed), cfg.joined && ctx.Err() != nil:
 		// Closing, or a joiner that stops waiting: others may want it.
 		outcome, val = "front", ""
 	case ctx.Err() != nil || ended && errors.Is(cause, ErrCancelled):
 		outcome, val = "cancel", ""
+	case cfg.joined && errors.Is(err, ErrSkipRetry):
+		outcome, val = "dead", err.Error()
+	case cfg.joined:
+		// A joiner's run is an attempt like a listener's: retried while
+		// attempts are left.
+		outcome, val = "fail", err.Error()
 	case cfg.policy == LocalFirst && !errors.Is(err, ErrSkipRetry):
 		outcome, val = "requeue", ""
 	default:
 		outcome, val = "failed", err.Error()
 	}
+	var backoff time.Duration
+	if outcome == "fail" {
+		backoff = q.cfg.backoff(t.Attempts + 1)
+	}
 	dctx, cancel := detached(ctx)
 	defer cancel()
-	verdict, cerr := q.complete(dctx, t, outcome, val, 0)
+	verdict, cerr := q.complete(dctx, t, outcome, val, backoff)
 	if cerr != nil {
 		return nil, fmt.Errorf("taskqueue: recording the end of task %q: %w", t.ID, cerr)
 	}
 	switch {
-	case verdict == "lost":
+	case verdict == "retry":
+		time.AfterFunc(backoff, func() { q.ring(t.Name) })
+		return q.await(ctx, w, t.ID, cfg, false)
+	case ended && errors.Is(cause, ErrClosed) && verdict != "lost":
+		return nil, ErrClosed
+	case verdict == "lost", outcome == "fail", outcome == "dead":
 		return q.await(ctx, w, t.ID, cfg, false)
 	case outcome == "front" && ctx.Err() != nil:
 		return nil, q.waitErr(ctx, t.ID, ctx.Err())

@@ -172,6 +172,8 @@ func (q *Queue) cancel(ctx context.Context, id, inc, own, owner string) (bool, e
 	switch v {
 	case "cancelled", "signalled":
 		return true, nil
+	case "requeued", "detached":
+		return false, nil
 	case "terminal", "none":
 		return false, nil
 	}

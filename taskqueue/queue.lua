@@ -182,6 +182,31 @@ local function nudge(k, id)
   end
 end
 
+-- lapsed handles task k (id, named name) whose claim lapsed (its worker
+-- died or stalled): a task its caller cancelled ends cancelled, a hand-off
+-- (its caller gone) and a task lost maxlost times end dead. It returns true
+-- when the task ended; otherwise its lost count grew and the caller queues
+-- it again or claims it.
+local function lapsed(k, id, name, maxlost, deadlife, lease)
+  redis.call('ZREM', akey(name), id)
+  local f = redis.call('HMGET', k, 'c', 'tt', 'cn', 'herr')
+  if f[1] == '1' then
+    finish(k, id, name, 'cancelled', '', 'taskqueue: cancelled', tonumber(f[2]))
+    return true
+  end
+  if f[3] == 'handed' then
+    redis.call('ZADD', xkey(name), NOW, id)
+    finish(k, id, name, 'dead', '', f[4] or '', math.max(deadlife, tonumber(f[2]) or 0))
+    return true
+  end
+  local lost = redis.call('HINCRBY', k, 'l', 1)
+  if lost >= maxlost then
+    die(k, id, name, 'taskqueue: worker lost ' .. lost .. ' times', deadlife, lease)
+    return true
+  end
+  return false
+end
+
 -- withdraw takes pending or dead task id out of its name's sets.
 local function withdraw(id, name)
   redis.call('ZREM', qkey(name), id)

@@ -56,7 +56,11 @@ var errShutdown = errors.New("taskqueue: listener stopped")
 func (r *runner) start(parent context.Context, t *Task) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(parent)
 	ctx, cancelDeadline := context.WithDeadlineCause(ctx, t.Expiry, ErrExpired)
-	ru := &run{id: t.ID, name: t.Name, token: t.token, since: time.Now(), cancel: cancel}
+	since := t.claimedAt
+	if since.IsZero() {
+		since = time.Now()
+	}
+	ru := &run{id: t.ID, name: t.Name, token: t.token, since: since, cancel: cancel}
 	r.mu.Lock()
 	if r.closed {
 		cancel(ErrClosed)
@@ -140,11 +144,18 @@ func (r *runner) heartbeats() {
 	every := r.q.cfg.visibility / 3
 	t := time.NewTicker(every)
 	defer t.Stop()
+	// Runs whose claims may lapse are looked for twenty times per
+	// visibility timeout, so each is cancelled within 0.95 of it.
+	check := time.NewTicker(max(r.q.cfg.visibility/20, time.Millisecond))
+	defer check.Stop()
 	var beating atomic.Bool // a heartbeat is on its way
 	for {
 		select {
 		case <-r.done:
 			return
+		case <-check.C:
+			r.expire()
+			continue
 		case <-t.C:
 		}
 		r.expire()

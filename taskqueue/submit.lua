@@ -6,7 +6,8 @@
 -- owner), "a" queue it when a listener of name is alive, else run it here,
 -- [9] owner, [10] lease ms, [11] "1" when the owner falls back to running a
 -- queued task itself should its remote runs fail, [12] the request's nonce,
--- which names the task's incarnation (field rq) when it creates it.
+-- which names the task's incarnation (field rq) when it creates it,
+-- [13] max lost claims and [14] dead letters' life ms (see lapsed).
 -- Reply: {"join", state, incarnation} when the task is pending or active
 -- (the caller is told about it too), {"done", record} when it is done,
 -- failed or dead (a cancelled or expired task is replaced by a new one),
@@ -18,6 +19,7 @@ local k = KEYS[1]
 local id, name, params = ARGV[2], ARGV[3], ARGV[4]
 local timeout, maxatt, qid, mode = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
 local owner, lease, fallback, nonce = ARGV[9], tonumber(ARGV[10]), ARGV[11], ARGV[12]
+local maxlost, deadlife = tonumber(ARGV[13]), tonumber(ARGV[14])
 
 local function alive(n)
   return redis.call('ZCOUNT', lkey(n), '(' .. NOW, '+inf') > 0
@@ -27,7 +29,9 @@ local st = redis.call('HGET', k, 's')
 if st then
   local f = redis.call('HMGET', k, 'rq', 'o', 'cn', 'tk', 'x', 'ct', 'n')
   if st == 'active' and f[2] == owner and f[3] == nonce then
-    -- This request, sent again, had claimed it for the owner.
+    -- This request, sent again, had claimed it for the owner; the lease
+    -- counts from now, as for a new claim.
+    redis.call('ZADD', akey(f[7]), NOW + lease, id)
     if f[1] == nonce then
       return {'l', f[4], f[5], f[6]}
     end
@@ -45,14 +49,12 @@ if st then
     if not deadline or deadline <= NOW then
       -- Its claim lapsed (its worker died) and no listener reclaimed it
       -- yet: it is reclaimed here, as a listener would.
-      redis.call('ZREM', akey(f[7]), id)
-      local g = redis.call('HMGET', k, 'c')
       if tonumber(f[5]) <= NOW then
+        redis.call('ZREM', akey(f[7]), id)
         st = 'expired'
-      elseif g[1] == '1' then
-        st = 'cancelled' -- its caller cancelled it
+      elseif lapsed(k, id, f[7], maxlost, deadlife, lease) then
+        st = redis.call('HGET', k, 's')
       else
-        redis.call('HINCRBY', k, 'l', 1)
         if mode == 'l' or mode == 'a' and not alive(f[7]) then
           -- A caller that runs tasks here runs it (its own name and
           -- params), as a joiner.

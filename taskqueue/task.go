@@ -63,12 +63,16 @@ type Task struct {
 	Created              time.Time
 	Finished             time.Time // zero until terminal
 
-	q        *Queue // set for a run: Update reports through it
-	token    string // the claim's token (from a record: its current claim's)
-	owner    string // the id of the Queue value holding the claim
-	inc      string // its incarnation (field rq)
-	handed   bool   // its claim is a hand-off to its caller (field cn "handed")
-	progress func(Progress)
+	q      *Queue // set for a run: Update reports through it
+	token  string // the claim's token (from a record: its current claim's)
+	owner  string // the id of the Queue value holding the claim
+	inc    string // its incarnation (field rq)
+	handed bool   // its claim is a hand-off to its caller (field cn "handed")
+	herr   string // the error of the remote run that led to the hand-off
+	// claimedAt is when the request that claimed it was sent: its claim
+	// lasts the visibility timeout from a moment after it.
+	claimedAt time.Time
+	progress  func(Progress)
 }
 
 // DecodeParams unmarshals the task's params into v.
@@ -150,7 +154,7 @@ func taskFromFlat(id string, v any) (*Task, error) {
 // taskFromMap decodes a task record. Fields that are missing or malformed
 // stay zero.
 func taskFromMap(id string, m map[string]string) *Task {
-	t := &Task{ID: id, Name: m["n"], State: State(m["s"]), Error: m["err"], token: m["tk"], owner: m["o"], inc: m["rq"], handed: m["cn"] == "handed"}
+	t := &Task{ID: id, Name: m["n"], State: State(m["s"]), Error: m["err"], token: m["tk"], owner: m["o"], inc: m["rq"], handed: m["cn"] == "handed", herr: m["herr"]}
 	if p := m["p"]; p != "" {
 		t.Params = json.RawMessage(p)
 	}
