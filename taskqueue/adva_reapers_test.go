@@ -29,8 +29,7 @@ func TestAdvAConcurrentReapers(t *testing.T) {
 		release := make(chan struct{})
 		var staleStarted atomic.Int64
 		var staleUpdates sync.Map
-		var a *taskqueue.Queue
-		a = e.queue(t, vis, taskqueue.WithGracePeriod(10*time.Second), taskqueue.WithTaskFunc(func(ctx context.Context, task *taskqueue.Task) (any, error) {
+		a := e.queue(t, vis, taskqueue.WithGracePeriod(10*time.Second), taskqueue.WithTaskFunc(func(ctx context.Context, task *taskqueue.Task) (any, error) {
 			staleStarted.Add(1)
 			<-release
 			staleUpdates.Store(task.ID, task.Update(context.Background(), 1, 1))

@@ -96,9 +96,6 @@ func advcClient(t testing.TB, d *advcDialer, maxRetries int) *redis.Client {
 	return c
 }
 
-// advcNever is a dialer that never breaks anything.
-func advcNever() *advcDialer { return newAdvcDialer(func([]byte) bool { return false }) }
-
 // advcState reads task id's state and owner straight from Redis.
 func advcState(ctx context.Context, q *taskqueue.Queue, id string) (state, owner, token string) {
 	m, _ := q.Raw().HGetAll(ctx, taskqueue.TaskKey(q, id)).Result()
