@@ -69,11 +69,8 @@ func (q *Queue) Listen(ctx context.Context, names []string, workers int) error {
 		return err
 	}
 	l := &listener{q: q, names: names, workers: workers, freed: make(chan struct{}, 1), inflight: map[string]*Task{}, id: randomID()}
-	l.bells = make([]any, 0, len(names)+2)
-	l.bells = append(l.bells, "blpop")
 	for _, n := range names {
 		l.bellKeys = append(l.bellKeys, q.keys.Name("b", n))
-		l.bells = append(l.bells, q.keys.Name("b", n))
 	}
 	runCtx, stopRuns := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer stopRuns(context.Canceled)
@@ -144,7 +141,6 @@ func (q *Queue) withdraw(names []string, unlisten func()) {
 type listener struct {
 	q        *Queue
 	names    []string
-	bells    []any    // BLPOP and the doorbells of names (the timeout is appended)
 	bellKeys []string // the doorbells of names
 	workers  int
 	next     int       // where the claim order starts: names take turns first
@@ -225,7 +221,12 @@ func (l *listener) block(ctx context.Context, wait time.Duration) error {
 	if wait >= time.Second && wait%time.Second == 0 {
 		return l.q.c.BLPop(ctx, wait, l.bellKeys...).Err()
 	}
-	return l.q.c.Do(ctx, append(l.bells, strconv.FormatFloat(wait.Seconds(), 'f', 3, 64))...).Err()
+	args := make([]any, 0, len(l.bellKeys)+2)
+	args = append(args, "blpop")
+	for _, k := range l.bellKeys {
+		args = append(args, k)
+	}
+	return l.q.c.Do(ctx, append(args, strconv.FormatFloat(wait.Seconds(), 'f', 3, 64))...).Err()
 }
 
 // claim claims up to n tasks (0: only reclaims lost claims and promotes
